@@ -1,0 +1,72 @@
+"""The PaddleRec ``DygraphModel`` for MetaHeac: what a PaddleRec trainer drives.
+
+PaddleRec's ``tools/trainer.py`` (upstream's or ours) imports this class from the
+config's folder, builds ``RecDataset(file_list, config=config)`` from
+``runner.train_reader_path``, and for every batch calls ``train_forward``, then
+``loss.backward()`` and the optimizer step.
+"""
+import paddle
+import paddle.nn.functional as F
+
+import maml
+import net
+import settings
+from metrics import ExactAuc
+
+
+class DygraphModel:
+    def create_model(self, config):
+        hp = lambda key: settings.get(config, "hyper_parameters." + key)  # noqa: E731
+        return net.MetaHeacNet(hp("max_idxs"), hp("embed_dim"), hp("mlp_dims"),
+                               hp("num_expert"), hp("num_output"))
+
+    def create_feeds(self, batch_data, config):
+        """A train batch: support inputs, support labels, query inputs, query labels.
+
+        Inputs are the lists (static, sequence, lengths, ad) with a leading task
+        axis, labels are ``task_count x batch_size``.
+        """
+        support_x, support_y, query_x, query_y = batch_data
+        return support_x, support_y, query_x, query_y
+
+    def create_loss(self, pred, label):
+        return F.binary_cross_entropy(pred, label.astype("float32"))
+
+    def create_optimizer(self, dy_model, config, mode="train", parameters=None):
+        """Adam for meta-training (mode "train"), or for fine-tuning one campaign."""
+        key = ("global_learning_rate" if mode == "train" else "local_test_learning_rate")
+        lr = settings.get(config, "hyper_parameters.optimizer." + key)
+        params = dy_model.parameters() if parameters is None else parameters
+        return paddle.optimizer.Adam(learning_rate=lr, parameters=params)
+
+    def create_metrics(self):
+        return [ExactAuc()], ["AUC"]
+
+    def train_forward(self, dy_model, metric_list, batch, config):
+        """One meta-step's loss: per task an inner step on support, loss on query."""
+        support_x, support_y, query_x, query_y = self.create_feeds(batch, config)
+        local_lr = settings.get(config, "hyper_parameters.local_lr")
+        loss, predictions = maml.meta_step(
+            _unwrap(dy_model), support_x, support_y.astype("float32"),
+            query_x, query_y.astype("float32"), local_lr)
+        metric_list[0].update(predictions.numpy(), query_y.numpy())
+        return loss, metric_list, {"loss": loss}
+
+    def infer_train_forward(self, dy_model, batch, config, weights=None):
+        """The loss of one fine-tuning batch (inputs, labels)."""
+        inputs, labels = batch
+        return self.create_loss(dy_model(*inputs, weights=weights), labels)
+
+    def infer_forward(self, dy_model, metric_list, metric_list_local, batch, config,
+                      weights=None):
+        """Score a batch of candidates; feeds the global and the per-campaign metrics."""
+        inputs, labels = batch
+        scores = dy_model(*inputs, weights=weights).numpy()
+        for metrics in (metric_list, metric_list_local):
+            metrics[0].update(scores, labels.numpy())
+        return metric_list, metric_list_local, scores
+
+
+def _unwrap(dy_model):
+    # paddle.DataParallel keeps the network in `_layers`.
+    return getattr(dy_model, "_layers", dy_model)

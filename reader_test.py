@@ -1,0 +1,60 @@
+"""Evaluation reader: one test campaign at a time.
+
+``RecDataset(file_list, config)`` takes ``test_stage1.pkl`` (each campaign's seed
+set, for fine-tuning) and ``test_stage2.pkl`` (the candidates to rank) from
+``file_list`` and yields, per campaign in ascending aid order:
+``[aid, seed inputs, seed labels, candidate inputs, candidate labels, candidate row ids]``.
+Seed rows come shuffled (seeded by ``runner.seed``), candidates in file order.
+"""
+import logging
+import os
+
+import numpy as np
+from paddle.io import IterableDataset
+
+import schema
+import settings
+from data_files import DataError, load_columns
+
+logger = logging.getLogger(__name__)
+
+
+class RecDataset(IterableDataset):
+    def __init__(self, file_list, config):
+        super().__init__()
+        by_name = {os.path.basename(f): f for f in file_list}
+        missing = [n for n in (schema.TEST_SEED_FILE, schema.TEST_CANDIDATE_FILE)
+                   if n not in by_name]
+        if missing:
+            raise DataError("test data needs %s; missing %s among %s"
+                            % ([schema.TEST_SEED_FILE, schema.TEST_CANDIDATE_FILE], missing,
+                               sorted(file_list)))
+        max_idxs = settings.get(config, "hyper_parameters.max_idxs")
+        self.seeds = load_columns(by_name[schema.TEST_SEED_FILE], max_idxs)
+        self.candidates = load_columns(by_name[schema.TEST_CANDIDATE_FILE], max_idxs)
+        seed_aids, self.seed_rows = self.seeds.campaigns()
+        candidate_aids, self.candidate_rows = self.candidates.campaigns()
+        self.aids = np.intersect1d(seed_aids, candidate_aids)
+        self.skipped = {
+            "no candidate rows (stage 2)": np.setdiff1d(seed_aids, candidate_aids).tolist(),
+            "no seed rows (stage 1)": np.setdiff1d(candidate_aids, seed_aids).tolist()}
+        for reason, aids in self.skipped.items():
+            if aids:
+                logger.warning("skipping %d test campaign(s) with %s: aids %s",
+                               len(aids), reason, aids)
+        self._seed_index = dict(zip(seed_aids.tolist(), self.seed_rows))
+        self._candidate_index = dict(zip(candidate_aids.tolist(), self.candidate_rows))
+        self.seed = settings.get(config, "runner.seed")
+
+    def __len__(self):
+        return len(self.aids)
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed)
+        for aid in self.aids.tolist():
+            seed_rows = rng.permutation(self._seed_index[aid])
+            candidate_rows = self._candidate_index[aid]
+            yield [np.array([aid]),
+                   self.seeds.features(seed_rows), self.seeds.label[seed_rows],
+                   self.candidates.features(candidate_rows), self.candidates.label[candidate_rows],
+                   self.candidates.row_id[candidate_rows]]

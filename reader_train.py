@@ -1,0 +1,59 @@
+"""Meta-training reader: batches of tasks, each a support and a query batch of one campaign.
+
+``RecDataset(file_list, config)`` reads every ``.pkl`` file in ``file_list`` (sorted)
+once into NumPy arrays. Each epoch yields ``ceil(rows / batch_size)`` meta-batches;
+a meta-batch draws ``task_count`` campaigns with probability proportional to
+their row count (with replacement, as upstream PaddleRec) and, for each, a
+support and a query batch of ``batch_size`` rows drawn independently. The random
+stream is seeded once from ``runner.seed``, so epochs differ and runs repeat.
+"""
+import logging
+
+import numpy as np
+from paddle.io import IterableDataset
+
+import settings
+from data_files import Columns, DataError, load_columns
+
+logger = logging.getLogger(__name__)
+
+
+class RecDataset(IterableDataset):
+    def __init__(self, file_list, config):
+        super().__init__()
+        self.batch_size = settings.get(config, "hyper_parameters.batch_size")
+        self.task_count = settings.get(config, "hyper_parameters.task_count")
+        files = sorted(f for f in file_list if f.endswith(".pkl"))
+        if not files:
+            raise DataError("no .pkl training files among %s" % sorted(file_list))
+        max_idxs = settings.get(config, "hyper_parameters.max_idxs")
+        self.data = Columns.concat([load_columns(f, max_idxs) for f in files])
+        if len(self.data) == 0:
+            raise DataError("the training files %s hold no rows" % files)
+        self.aids, self.campaign_rows = self.data.campaigns()
+        sizes = np.array([len(rows) for rows in self.campaign_rows])
+        self.campaign_probability = sizes / sizes.sum()
+        self.batches_per_epoch = int(np.ceil(len(self.data) / self.batch_size))
+        small = self.aids[sizes < self.batch_size]
+        if len(small):
+            logger.warning("%d of %d campaigns have fewer rows than batch_size=%d (aids %s); "
+                           "their support and query batches are drawn with replacement",
+                           len(small), len(self.aids), self.batch_size, small[:10].tolist())
+        self.rng = np.random.default_rng(settings.get(config, "runner.seed"))
+
+    def __len__(self):
+        return self.batches_per_epoch
+
+    def __iter__(self):
+        for _ in range(self.batches_per_epoch):
+            tasks = self.rng.choice(len(self.aids), size=self.task_count, replace=True,
+                                    p=self.campaign_probability)
+            support = np.stack([self._draw(t) for t in tasks])
+            query = np.stack([self._draw(t) for t in tasks])
+            yield [self.data.features(support), self.data.label[support],
+                   self.data.features(query), self.data.label[query]]
+
+    def _draw(self, task):
+        rows = self.campaign_rows[task]
+        return rows[self.rng.choice(len(rows), size=self.batch_size,
+                                    replace=len(rows) < self.batch_size)]

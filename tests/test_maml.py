@@ -1,0 +1,140 @@
+"""The task-local formulation against the straightforward full-table one (upstream's)."""
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+import maml
+import net
+from conftest import SMALL_MAX_IDXS, random_inputs
+from dygraph_model import DygraphModel
+
+LOCAL_LR = 0.05  # large, so that a wrong inner step would show
+
+
+def make_net(seed=11):
+    paddle.seed(seed)
+    return net.MetaHeacNet(SMALL_MAX_IDXS, 5, [12, 8], num_expert=3, num_output=2)
+
+
+def tensors(arrays):
+    return [paddle.to_tensor(a) for a in arrays]
+
+
+def task_batch(rng, tasks=3, batch=16):
+    sx, qx = random_inputs(rng, batch, leading=(tasks,)), random_inputs(rng, batch, leading=(tasks,))
+    sy = (rng.random((tasks, batch)) < 0.4).astype("float32")
+    qy = (rng.random((tasks, batch)) < 0.4).astype("float32")
+    return sx, sy, qx, qy
+
+
+def full_table_meta_loss(model, sx, sy, qx, qy, lr):
+    """Upstream's recipe: backward the support loss, fast = w - lr * w.grad on every
+    parameter (full tables included), then the query loss with the fast weights."""
+    params = dict(model.named_parameters())
+    losses = []
+    for t in range(len(sy)):
+        model.clear_gradients()
+        support = F.binary_cross_entropy(model(*tensors([x[t] for x in sx])), paddle.to_tensor(sy[t]))
+        support.backward()
+        fast = {n: p - lr * p.grad.detach().clone() for n, p in params.items()}
+        model.clear_gradients()
+        query = model(*tensors([x[t] for x in qx]), weights=fast)
+        losses.append(F.binary_cross_entropy(query, paddle.to_tensor(qy[t])))
+    return paddle.stack(losses).mean()
+
+
+def test_meta_step_matches_full_table_reference(rng):
+    ours, reference = make_net(), make_net()
+    sx, sy, qx, qy = task_batch(rng)
+    ref_loss = full_table_meta_loss(reference, sx, sy, qx, qy, LOCAL_LR)
+    ref_loss.backward()
+    loss, predictions = maml.meta_step(ours, tensors(sx), paddle.to_tensor(sy), tensors(qx),
+                                       paddle.to_tensor(qy), LOCAL_LR)
+    loss.backward()
+    assert predictions.shape == [3, 16]
+    np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-6)
+    ref_params = dict(reference.named_parameters())
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), ref_params[name].grad.numpy(),
+                                   rtol=1e-4, atol=1e-7, err_msg=name)
+    # One outer Adam step moves both models alike.
+    for model in (ours, reference):
+        paddle.optimizer.Adam(learning_rate=0.01, parameters=model.parameters()).step()
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(p.numpy(), ref_params[name].numpy(), rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+
+
+def test_inner_step_adapts_and_differs_from_no_adaptation(rng):
+    model = make_net()
+    sx, sy, qx, qy = task_batch(rng, tasks=2)
+    adapted, _ = maml.meta_step(model, tensors(sx), paddle.to_tensor(sy), tensors(qx),
+                                paddle.to_tensor(qy), LOCAL_LR)
+    plain, _ = maml.meta_step(model, tensors(sx), paddle.to_tensor(sy), tensors(qx),
+                              paddle.to_tensor(qy), 0.0)
+    direct = np.mean([float(F.binary_cross_entropy(model(*tensors([x[t] for x in qx])),
+                                                   paddle.to_tensor(qy[t]))) for t in range(2)])
+    np.testing.assert_allclose(float(plain), direct, rtol=1e-6)
+    assert abs(float(adapted) - float(plain)) > 1e-6
+
+
+def test_meta_step_leaves_parameters_and_grads_untouched(rng):
+    model = make_net()
+    before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    sx, sy, qx, qy = task_batch(rng)
+    maml.meta_step(model, tensors(sx), paddle.to_tensor(sy), tensors(qx), paddle.to_tensor(qy),
+                   LOCAL_LR)
+    for name, p in model.named_parameters():
+        np.testing.assert_array_equal(p.numpy(), before[name])
+        assert p.grad is None or not p.grad.numpy().any(), name
+
+
+def test_localize_remaps_ids_to_gathered_rows(rng):
+    model = make_net()
+    batches = [random_inputs(rng, 7), random_inputs(rng, 5)]
+    local, remapped = maml.localize(model, model.weights(), batches)
+    for original, mapped in zip(batches, remapped):
+        for name, (which, cols) in zip(model.table_names(), net.TABLE_INPUTS):
+            full = model.weights()[name].numpy()[original[which][..., cols]]
+            np.testing.assert_array_equal(local[name].numpy()[mapped[which].numpy()[..., cols]], full)
+        np.testing.assert_array_equal(mapped[2].numpy(), original[2])
+    assert local["sequence_tables.0.weight"].shape[0] <= 31
+
+
+def full_model_finetune_scores(model, config, seed_x, seed_y, candidate_x, epochs, batch):
+    """Fine-tune every parameter of a copy of the model, as upstream's infer does."""
+    copy = make_net()
+    copy.set_state_dict(model.state_dict())
+    optimizer = DygraphModel().create_optimizer(copy, config, mode="infer")
+    for _ in range(epochs):
+        for start in range(0, len(seed_y), batch):
+            rows = slice(start, start + batch)
+            loss = F.binary_cross_entropy(copy(*tensors([x[rows] for x in seed_x])),
+                                          paddle.to_tensor(seed_y[rows]))
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+    with paddle.no_grad():
+        return copy(*tensors(candidate_x)).numpy()
+
+
+def test_campaign_finetune_matches_full_model_finetune(rng):
+    import infer
+    model = make_net()
+    config = {"hyper_parameters.batch_size": 8, "runner.infer_train_epoch": 3,
+              "hyper_parameters.optimizer.local_test_learning_rate": 0.05}
+    seed_x, candidate_x = random_inputs(rng, 21), random_inputs(rng, 13)
+    seed_y = (rng.random(21) < 0.5).astype("float32")
+    candidate_y = (rng.random(13) < 0.5).astype("float32")
+    before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    expected = full_model_finetune_scores(model, config, seed_x, seed_y, candidate_x, 3, 8)
+    model_class = DygraphModel()
+    metrics, _ = model_class.create_metrics()
+    local, _ = model_class.create_metrics()
+    scores = infer.adapt_and_score(model_class, model, config, seed_x, seed_y, candidate_x,
+                                   candidate_y, metrics, local)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+    no_tuning = model(*tensors(candidate_x)).numpy()
+    assert np.abs(scores - no_tuning).max() > 1e-4
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), before[name])

@@ -1,0 +1,52 @@
+"""Helpers shared by tools/trainer.py and infer.py (named as in PaddleRec's tools)."""
+import importlib
+import logging
+import os
+import sys
+
+import paddle
+from paddle.io import DataLoader
+
+from utils.config import settings
+
+logger = logging.getLogger(__name__)
+
+
+def load_dy_model_class(abs_dir):
+    """The ``DygraphModel`` of the model folder that holds the config."""
+    if abs_dir not in sys.path:
+        sys.path.insert(0, abs_dir)
+    from dygraph_model import DygraphModel
+    return DygraphModel()
+
+
+def set_device(config):
+    """The Paddle place for this run; a GPU asked for on a CPU-only Paddle falls back."""
+    if settings.get(config, "runner.use_gpu"):
+        if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+            return paddle.set_device("gpu")
+        logger.warning("runner.use_gpu is True but this Paddle build has no usable GPU; "
+                       "running on the CPU (set runner.use_gpu: False to silence this)")
+    return paddle.set_device("cpu")
+
+
+def data_files(config, mode):
+    key = "runner.train_data_dir" if mode == "train" else "runner.test_data_dir"
+    data_dir = os.path.join(config.get("config_abs_dir", ""), settings.get(config, key))
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError("%s = %s: no such directory" % (key, data_dir))
+    files = sorted(os.path.join(data_dir, name) for name in os.listdir(data_dir))
+    if not files:
+        raise FileNotFoundError("%s = %s: the directory is empty" % (key, data_dir))
+    return files
+
+
+def create_dataset(config, mode="train"):
+    key = "runner.train_reader_path" if mode == "train" else "runner.infer_reader_path"
+    reader = importlib.import_module(settings.get(config, key))
+    return reader.RecDataset(data_files(config, mode), config=config)
+
+
+def create_data_loader(config, place, mode="train"):
+    """The dataset of `mode` in a DataLoader that turns its arrays into tensors."""
+    return DataLoader(create_dataset(config, mode), batch_size=None, places=place)
