@@ -1,16 +1,29 @@
 """Loading Look-alike data files into contiguous NumPy arrays, checked against the schema.
 
-A data file is a pickled pandas DataFrame with the columns of ``schema.ALL_COLUMNS``.
-Each file is read once and turned into a ``Columns`` of integer matrices; readers
-then slice arrays by row index and never touch the DataFrame again.
+A data file is either a pickled pandas DataFrame (``.pkl``) with the columns of
+``schema.ALL_COLUMNS`` or the same data in columnar form (``.npz``, written by
+``tools/convert_data.py``), which needs no pickle to read. A pickle is read once,
+with an unpickler that only admits what such a DataFrame needs, and its arrays are
+cached in ``.columns_cache/`` beside it, keyed by the file's size and modification
+time. Readers slice the arrays by row index and never touch a DataFrame again.
 """
+import logging
 import os
-from dataclasses import dataclass
+import pickle
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
+from pandas.compat import pickle_compat
 
 import schema
+
+logger = logging.getLogger(__name__)
+
+DATA_SUFFIXES = (".pkl", ".npz")
+CACHE_DIR = ".columns_cache"
+# Bump when the columnar layout changes, so old caches are rebuilt.
+FORMAT_VERSION = 1
 
 
 class DataError(ValueError):
@@ -42,46 +55,131 @@ class Columns:
 
     @staticmethod
     def concat(parts):
-        return Columns(*[np.concatenate([getattr(p, f) for p in parts])
-                         for f in Columns.__dataclass_fields__])
+        return Columns(*[np.concatenate([getattr(p, f.name) for p in parts])
+                         for f in fields(Columns)])
 
 
-def load_columns(path, max_idxs=schema.DEFAULT_MAX_IDXS):
+def data_file_stem(path):
+    """`path` without its data suffix, or None if it is not a data file."""
+    for suffix in DATA_SUFFIXES:
+        if path.endswith(suffix):
+            return path[:-len(suffix)]
+    return None
+
+
+def load_columns(path, max_idxs=schema.DEFAULT_MAX_IDXS, use_cache=True):
     """Read one data file; ids are checked against ``max_idxs`` (the model's tables)."""
-    frame = _read_frame(path)
-    missing = [c for c in schema.ALL_COLUMNS if c not in frame.columns]
-    if missing:
-        raise DataError("%s: missing column(s) %s; a data file needs the columns %s"
-                        % (path, missing, schema.ALL_COLUMNS))
-    static_max, sequence_max, ad_max = max_idxs
-
-    label = _integers(frame, schema.LABEL, path)
-    if not np.isin(label, (0, 1)).all():
-        raise DataError("%s: column 'label' must hold only 0 and 1, found %s"
-                        % (path, sorted(set(np.unique(label)) - {0, 1})[:5]))
-    static = _id_matrix(frame, schema.STATIC_COLUMNS, static_max, path)
-    ad = _id_matrix(frame, schema.AD_COLUMNS, ad_max, path)
-    lengths = np.stack([_integers(frame, c, path) for c in schema.LENGTH_COLUMNS], axis=1)
-    for i, field in enumerate(schema.SEQUENCE_FIELDS):
-        bad = (lengths[:, i] < 0) | (lengths[:, i] > field.width)
-        if bad.any():
-            raise DataError("%s: column '%s' must lie in [0, %d], found %d at row %s"
-                            % (path, field.length_column, field.width,
-                               lengths[bad][0, i], frame.index[np.argmax(bad)]))
-    sequence = np.concatenate(
-        [_sequence_cells(frame, field, m, path)
-         for field, m in zip(schema.SEQUENCE_FIELDS, sequence_max)], axis=1)
-    return Columns(label=label.astype(np.float32), aid=_integers(frame, schema.AID, path),
-                   static=static, sequence=sequence, lengths=lengths, ad=ad,
-                   row_id=np.asarray(frame.index, dtype=np.int64))
-
-
-def _read_frame(path):
     if not os.path.isfile(path):
         raise DataError("%s: no such data file" % path)
+    if path.endswith(".npz"):
+        columns = _read_columnar(path)
+    elif use_cache:
+        columns = _cached(path)
+    else:
+        columns = frame_to_columns(read_frame(path), path)
+    check_values(columns, max_idxs, path)
+    columns.label = columns.label.astype(np.float32, copy=False)
+    return columns
+
+
+def select_data_files(paths):
+    """The data files among `paths`, sorted; one file per name, .pkl or .npz."""
+    chosen = sorted(p for p in paths if data_file_stem(p) and os.path.isfile(p))
+    stems = [data_file_stem(p) for p in chosen]
+    twins = sorted({s for s in stems if stems.count(s) > 1})
+    if twins:
+        raise DataError("both %s.pkl and %s.npz are present: the rows would be read twice; "
+                        "keep one of them" % (twins[0], twins[0]))
+    return chosen
+
+
+def save_columnar(columns, path, source=None):
+    """Write `columns` as an .npz atomically; `source` (size, mtime_ns) keys a cache."""
+    arrays = {f.name: getattr(columns, f.name) for f in fields(Columns)}
+    arrays["format_version"] = np.array(FORMAT_VERSION)
+    if source is not None:
+        arrays["source_key"] = np.array(source, dtype=np.int64)
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def _source_key(path):
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _cached(path):
+    cache = os.path.join(os.path.dirname(path), CACHE_DIR, os.path.basename(path) + ".npz")
+    key = _source_key(path)
+    if os.path.isfile(cache):
+        with np.load(cache, allow_pickle=False) as stored:
+            fresh = ("source_key" in stored and tuple(stored["source_key"]) == key
+                     and int(stored["format_version"]) == FORMAT_VERSION)
+        if fresh:
+            return _read_columnar(cache)
+    columns = frame_to_columns(read_frame(path), path)
     try:
-        # read_pickle, unlike pickle.load, also reads frames pickled by pandas < 2.
-        frame = pd.read_pickle(path)
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        save_columnar(columns, cache, source=key)
+    except OSError as error:
+        logger.warning("could not cache %s as arrays (%s); it will be parsed again next time",
+                       path, error)
+    return columns
+
+
+def _read_columnar(path):
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            missing = [f.name for f in fields(Columns) if f.name not in stored]
+            if missing:
+                raise DataError("%s: columnar file lacks array(s) %s" % (path, missing))
+            return Columns(**{f.name: stored[f.name] for f in fields(Columns)})
+    except (OSError, ValueError) as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError("%s: not a readable columnar .npz file (%s)" % (path, error)) from None
+
+
+# What unpickling a DataFrame of this schema needs, across pandas 1.x to 3.x and
+# NumPy 1.x and 2.x; anything else (os.system, eval, ...) is refused.
+_ALLOWED_GLOBALS = {
+    ("builtins", "slice"), ("builtins", "bytes"), ("builtins", "complex"),
+    ("__builtin__", "slice"), ("__builtin__", "bytes"), ("_codecs", "encode"),  # protocol 2
+    ("collections", "OrderedDict"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("pandas", "DataFrame"), ("pandas.core.frame", "DataFrame"),
+    ("pandas", "Index"), ("pandas", "RangeIndex"), ("pandas", "StringDtype"),
+    ("pandas.core.internals.managers", "BlockManager"),
+    ("pandas._libs.internals", "_unpickle_block"),
+    ("pandas.core.indexes.base", "_new_Index"), ("pandas.core.indexes.base", "Index"),
+    ("pandas.core.indexes.range", "RangeIndex"),
+    ("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked"),
+    ("pandas.arrays", "StringArray"), ("pandas.core.arrays.string_", "StringArray"),
+    ("pandas.core.arrays.string_", "StringDtype"),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        # pandas' table of classes that moved between versions (legacy pickles).
+        module, name = pickle_compat._class_locations_map.get((module, name), (module, name))
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(
+                "refused to load %s.%s: a data file may only hold a pandas DataFrame of "
+                "integer columns and arrays" % (module, name))
+        return super().find_class(module, name)
+
+
+def read_frame(path):
+    """The DataFrame pickled in `path`, read without running code the file names."""
+    try:
+        with open(path, "rb") as f:
+            frame = _RestrictedUnpickler(f).load()
     except Exception as error:
         raise DataError("%s: not a readable pickled DataFrame (%s: %s)"
                         % (path, type(error).__name__, error)) from None
@@ -91,41 +189,97 @@ def _read_frame(path):
     return frame
 
 
+def frame_to_columns(frame, path):
+    """Arrays of the schema's columns; checks presence, types and widths."""
+    missing = [c for c in schema.ALL_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError("%s: missing column(s) %s; a data file needs the columns %s"
+                        % (path, missing, schema.ALL_COLUMNS))
+    extra = [c for c in frame.columns if c not in schema.ALL_COLUMNS]
+    if extra:
+        logger.warning("%s: ignoring column(s) not in the schema: %s", path, extra)
+    integers = lambda column: _integers(frame, column, path)  # noqa: E731
+    return Columns(
+        label=integers(schema.LABEL),
+        aid=integers(schema.AID),
+        static=np.stack([integers(c) for c in schema.STATIC_COLUMNS], axis=1),
+        sequence=np.concatenate([_sequence_cells(frame, f, path)
+                                 for f in schema.SEQUENCE_FIELDS], axis=1),
+        lengths=np.stack([integers(c) for c in schema.LENGTH_COLUMNS], axis=1),
+        ad=np.stack([integers(c) for c in schema.AD_COLUMNS], axis=1),
+        row_id=_row_ids(frame, path))
+
+
+def check_values(columns, max_idxs, path):
+    """Labels in {0, 1}, lengths within widths, ids within the model's tables."""
+    static_max, sequence_max, ad_max = max_idxs
+    label = columns.label
+    bad = (label != 0) & (label != 1)
+    if bad.any():
+        raise DataError("%s: column 'label' must hold only 0 and 1, found %s at row %s"
+                        % (path, _number(label[bad][0]), columns.row_id[np.argmax(bad)]))
+    for i, field in enumerate(schema.SEQUENCE_FIELDS):
+        _check_range(columns.lengths[:, i], field.length_column, field.width, columns, path,
+                     what="length")
+    for i, (column, max_id) in enumerate(zip(schema.STATIC_COLUMNS, static_max)):
+        _check_range(columns.static[:, i], column, max_id, columns, path)
+    for i, (column, max_id) in enumerate(zip(schema.AD_COLUMNS, ad_max)):
+        _check_range(columns.ad[:, i], column, max_id, columns, path)
+    for field, cols, max_id in zip(schema.SEQUENCE_FIELDS, schema.SEQUENCE_SLICES, sequence_max):
+        _check_range(columns.sequence[:, cols], field.name, max_id, columns, path)
+
+
+def _check_range(values, column, high, columns, path, what="id"):
+    bad = (values < 0) | (values > high)
+    if bad.any():
+        row = np.argmax(bad.reshape(len(values), -1).any(axis=1))
+        hint = " (hyper_parameters.max_idxs)" if what == "id" else ""
+        raise DataError("%s: column '%s' has %s %s at row %s; %ss must lie in [0, %d]%s"
+                        % (path, column, what, values[bad][0], columns.row_id[row], what, high,
+                           hint))
+
+
+def _number(value):
+    return int(value) if float(value).is_integer() else float(value)
+
+
 def _integers(frame, column, path):
     values = frame[column].to_numpy()
-    if values.dtype.kind not in "iu":
-        raise DataError("%s: column '%s' must hold integers, found dtype %s"
-                        % (path, column, values.dtype))
-    return values.astype(np.int64, copy=False)
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64, copy=False)
+    if values.dtype.kind == "f":
+        # Integer columns read back as float after a merge with missing rows.
+        missing = np.isnan(values)
+        if missing.any():
+            raise DataError("%s: column '%s' has a missing value (NaN) at row %s; expected "
+                            "integer ids" % (path, column, frame.index[np.argmax(missing)]))
+        fractional = values != np.round(values)
+        if not fractional.any():
+            return values.astype(np.int64)
+        raise DataError("%s: column '%s' has the non-integer %s at row %s; expected integer ids"
+                        % (path, column, values[fractional][0], frame.index[np.argmax(fractional)]))
+    raise DataError("%s: column '%s' must hold integers, found dtype %s"
+                    % (path, column, values.dtype))
 
 
-def _check_ids(ids, column, max_id, path, frame):
-    bad = (ids < 0) | (ids > max_id)
-    if bad.any():
-        row = np.argmax(bad.reshape(len(ids), -1).any(axis=1))
-        raise DataError("%s: column '%s' has id %d at row %s; ids must lie in [0, %d] "
-                        "(hyper_parameters.max_idxs)"
-                        % (path, column, ids[bad][0], frame.index[row], max_id))
-
-
-def _id_matrix(frame, columns, max_ids, path):
-    matrix = np.stack([_integers(frame, c, path) for c in columns], axis=1)
-    for i, (column, max_id) in enumerate(zip(columns, max_ids)):
-        _check_ids(matrix[:, i], column, max_id, path, frame)
-    return matrix
-
-
-def _sequence_cells(frame, field, max_id, path):
+def _sequence_cells(frame, field, path):
     cells = frame[field.name].to_numpy()
+    expected = "integer arrays of width %d" % field.width
+    shapes = {np.shape(c) for c in cells[:1000]}
     try:
         matrix = np.stack(cells) if len(cells) else np.zeros((0, field.width), np.int64)
-    except ValueError:
-        widths = sorted({np.shape(c) for c in cells}, key=str)
-        raise DataError("%s: column '%s' must hold integer arrays of width %d, found shapes %s"
-                        % (path, field.name, field.width, widths[:5])) from None
+    except (ValueError, TypeError):
+        raise DataError("%s: column '%s' must hold %s, found cells of shapes %s"
+                        % (path, field.name, expected, sorted(shapes, key=str)[:5])) from None
     if matrix.shape[1:] != (field.width,) or matrix.dtype.kind not in "iu":
-        raise DataError("%s: column '%s' must hold integer arrays of width %d, found %s of %s"
-                        % (path, field.name, field.width, matrix.shape[1:], matrix.dtype))
-    matrix = matrix.astype(np.int64, copy=False)
-    _check_ids(matrix, field.name, max_id, path, frame)
-    return matrix
+        raise DataError("%s: column '%s' must hold %s, found %s cells of %s"
+                        % (path, field.name, expected, matrix.shape[1:], matrix.dtype))
+    return matrix.astype(np.int64, copy=False)
+
+
+def _row_ids(frame, path):
+    index = np.asarray(frame.index)
+    if index.dtype.kind not in "iu":
+        raise DataError("%s: the DataFrame index must hold integer row ids, found %s"
+                        % (path, index.dtype))
+    return index.astype(np.int64, copy=False)

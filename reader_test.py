@@ -1,7 +1,7 @@
 """Evaluation reader: one test campaign at a time.
 
-``RecDataset(file_list, config)`` takes ``test_stage1.pkl`` (each campaign's seed
-set, for fine-tuning) and ``test_stage2.pkl`` (the candidates to rank) from
+``RecDataset(file_list, config)`` takes ``test_stage1`` (each campaign's seed set,
+for fine-tuning) and ``test_stage2`` (the candidates to rank), ``.pkl`` or ``.npz``, from
 ``file_list`` and yields, per campaign in ascending aid order:
 ``[aid, seed inputs, seed labels, candidate inputs, candidate labels, candidate row ids]``.
 Seed rows come shuffled (seeded by ``runner.seed``), candidates in file order.
@@ -14,7 +14,7 @@ from paddle.io import IterableDataset
 
 import schema
 import settings
-from data_files import DataError, load_columns
+from data_files import DataError, data_file_stem, load_columns, select_data_files
 
 logger = logging.getLogger(__name__)
 
@@ -22,16 +22,14 @@ logger = logging.getLogger(__name__)
 class RecDataset(IterableDataset):
     def __init__(self, file_list, config):
         super().__init__()
-        by_name = {os.path.basename(f): f for f in file_list}
-        missing = [n for n in (schema.TEST_SEED_FILE, schema.TEST_CANDIDATE_FILE)
-                   if n not in by_name]
+        by_stem = {os.path.basename(data_file_stem(f)): f for f in select_data_files(file_list)}
+        wanted = [data_file_stem(n) for n in (schema.TEST_SEED_FILE, schema.TEST_CANDIDATE_FILE)]
+        missing = [stem for stem in wanted if stem not in by_stem]
         if missing:
-            raise DataError("test data needs %s; missing %s among %s"
-                            % ([schema.TEST_SEED_FILE, schema.TEST_CANDIDATE_FILE], missing,
-                               sorted(file_list)))
+            raise DataError("test data needs %s (.pkl or .npz); missing %s among %s"
+                            % (wanted, missing, sorted(file_list)))
         max_idxs = settings.get(config, "hyper_parameters.max_idxs")
-        self.seeds = load_columns(by_name[schema.TEST_SEED_FILE], max_idxs)
-        self.candidates = load_columns(by_name[schema.TEST_CANDIDATE_FILE], max_idxs)
+        self.seeds, self.candidates = [load_columns(by_stem[stem], max_idxs) for stem in wanted]
         seed_aids, self.seed_rows = self.seeds.campaigns()
         candidate_aids, self.candidate_rows = self.candidates.campaigns()
         self.aids = np.intersect1d(seed_aids, candidate_aids)

@@ -13,7 +13,7 @@ import numpy as np
 from paddle.io import IterableDataset
 
 import settings
-from data_files import Columns, DataError, load_columns
+from data_files import Columns, DataError, load_columns, select_data_files
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +23,9 @@ class RecDataset(IterableDataset):
         super().__init__()
         self.batch_size = settings.get(config, "hyper_parameters.batch_size")
         self.task_count = settings.get(config, "hyper_parameters.task_count")
-        files = sorted(f for f in file_list if f.endswith(".pkl"))
+        files = select_data_files(file_list)
         if not files:
-            raise DataError("no .pkl training files among %s" % sorted(file_list))
+            raise DataError("no training data files (.pkl or .npz) among %s" % sorted(file_list))
         max_idxs = settings.get(config, "hyper_parameters.max_idxs")
         self.data = Columns.concat([load_columns(f, max_idxs) for f in files])
         if len(self.data) == 0:

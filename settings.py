@@ -65,6 +65,19 @@ def get(config, key):
     return DEFAULTS[key] if value is None else value
 
 
+def check_type(key, value, where):
+    """Raise a ConfigError if `value` is not of the type of the key's default."""
+    default = DEFAULTS.get(key)
+    if default is None or value is None:
+        return
+    expected = type(default)
+    if expected is float and type(value) is int:
+        return
+    if type(value) is not expected:
+        raise ConfigError("%s: %s must be of type %s (like %r), got %r"
+                          % (where, key, expected.__name__, default, value))
+
+
 def check_known(key, where):
     """Raise a ConfigError naming `key` and the nearest known key if it is unknown."""
     if key in DEFAULTS or key in RUNTIME_KEYS:

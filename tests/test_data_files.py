@@ -64,7 +64,7 @@ def test_bad_label_and_length_are_named(tmp_path, rng):
         load_columns(write(tmp_path, df))
     df = frame(rng)
     df.loc[df.index[1], "kw1_length"] = 6
-    with pytest.raises(DataError, match=r"'kw1_length' must lie in \[0, 5\]"):
+    with pytest.raises(DataError, match=r"'kw1_length' has length 6 at row 101; lengths must lie in \[0, 5\]"):
         load_columns(write(tmp_path, df))
 
 

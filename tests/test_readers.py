@@ -104,7 +104,7 @@ def test_small_campaigns_are_sampled_with_replacement(tmp_path, rng, caplog):
 
 
 def test_no_training_files_is_an_error(tmp_path):
-    with pytest.raises(DataError, match="no .pkl training files"):
+    with pytest.raises(DataError, match="no training data files"):
         reader_train.RecDataset([str(tmp_path / "x.txt")], train_config())
 
 
@@ -133,5 +133,5 @@ def test_reader_yields_one_campaign_at_a_time(tmp_path, rng, caplog):
 
 def test_reader_requires_both_stages(tmp_path, rng):
     path = write_frame(frame(rng), str(tmp_path / schema.TEST_SEED_FILE))
-    with pytest.raises(DataError, match="missing \\['test_stage2.pkl'\\]"):
+    with pytest.raises(DataError, match="missing \\['test_stage2'\\]"):
         reader_test.RecDataset([path], {})

@@ -35,8 +35,9 @@ def load_yaml(path):
     if not isinstance(tree, dict):
         raise ConfigError("%s must be a mapping with runner: and hyper_parameters:" % path)
     config = flatten(tree)
-    for key in config:
+    for key, value in config.items():
         settings.check_known(key, path)
+        settings.check_type(key, value, path)
     config["config_abs_dir"] = os.path.dirname(os.path.abspath(path))
     return config
 
@@ -54,18 +55,13 @@ def apply_overrides(config, overrides):
 
 
 def _typed(key, text, current):
+    """`text` parsed as YAML, or as the type of `current` when that is a number or string."""
     if isinstance(current, str):
         return text
     try:
-        if type(current) in (int, float):
-            return type(current)(text)
-        value = yaml.safe_load(text)
+        value = type(current)(text) if type(current) in (int, float) else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError):
-        value = _UNPARSED
-    if current is not None and type(value) is not type(current):
         raise ConfigError("-o %s=%s: expected a value of type %s like %r"
-                          % (key, text, type(current).__name__, current))
-    return text if value is _UNPARSED else value
-
-
-_UNPARSED = object()
+                          % (key, text, type(current).__name__, current)) from None
+    settings.check_type(key, value, "-o %s=%s" % (key, text))
+    return value
