@@ -12,11 +12,11 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PY) -m pip install --quiet -r requirements-test.txt
 	touch $@
 
-# Meta-train on the sample data, then fine-tune and rank on the hot and the cold campaigns.
+# Meta-train on the sample data, then fine-tune and rank on the hot and the cold campaigns;
+# prints their table and writes the report to output_model_metaheac/infer/0.
 demo: $(VENV)/.installed
 	$(PY) tools/trainer.py -m $(CONFIG)
-	$(PY) infer.py -m $(CONFIG) -o runner.test_data_dir=data/test
-	$(PY) infer.py -m $(CONFIG) -o runner.test_data_dir=data/test_cold
+	$(PY) infer.py -m $(CONFIG) -o 'runner.test_data_dirs=[data/test,data/test_cold]'
 
 test: $(VENV)/.installed
 	$(PY) -m pytest tests -q

@@ -17,6 +17,7 @@ import pandas as pd
 from pandas.compat import pickle_compat
 
 import schema
+from atomic_files import replacing
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +100,8 @@ def save_columnar(columns, path, source=None):
     arrays["format_version"] = np.array(FORMAT_VERSION)
     if source is not None:
         arrays["source_key"] = np.array(source, dtype=np.int64)
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    with open(tmp, "wb") as f:
+    with replacing(path) as temporary, open(temporary, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def _source_key(path):

@@ -9,6 +9,7 @@ import paddle
 import paddle.nn.functional as F
 
 import maml
+import meta_options
 import net
 import settings
 from metrics import ExactAuc
@@ -16,6 +17,7 @@ from metrics import ExactAuc
 
 class DygraphModel:
     def create_model(self, config):
+        meta_options.read(config)  # a bad meta-learning switch stops the run before any work
         hp = lambda key: settings.get(config, "hyper_parameters." + key)  # noqa: E731
         return net.MetaHeacNet(hp("max_idxs"), hp("embed_dim"), hp("mlp_dims"),
                                hp("num_expert"), hp("num_output"))
@@ -43,12 +45,13 @@ class DygraphModel:
         return [ExactAuc()], ["AUC"]
 
     def train_forward(self, dy_model, metric_list, batch, config):
-        """One meta-step's loss: per task an inner step on support, loss on query."""
+        """One meta-step's loss: per task inner steps on support, loss on query."""
         support_x, support_y, query_x, query_y = self.create_feeds(batch, config)
         local_lr = settings.get(config, "hyper_parameters.local_lr")
+        options = meta_options.read(config)
         loss, predictions = maml.meta_step(
             _unwrap(dy_model), support_x, support_y.astype("float32"),
-            query_x, query_y.astype("float32"), local_lr)
+            query_x, query_y.astype("float32"), local_lr, options.order, options.inner_steps)
         metric_list[0].update(predictions.numpy(), query_y.numpy())
         return loss, metric_list, {"loss": loss}
 
@@ -59,11 +62,12 @@ class DygraphModel:
 
     def infer_forward(self, dy_model, metric_list, metric_list_local, batch, config,
                       weights=None):
-        """Score a batch of candidates; feeds the global and the per-campaign metrics."""
+        """Score a batch of candidates; feeds the global and the per-campaign metrics, if given."""
         inputs, labels = batch
         scores = dy_model(*inputs, weights=weights).numpy()
         for metrics in (metric_list, metric_list_local):
-            metrics[0].update(scores, labels.numpy())
+            if metrics:
+                metrics[0].update(scores, labels.numpy())
         return metric_list, metric_list_local, scores
 
 

@@ -1,13 +1,15 @@
-"""Adapt the meta-trained model to each test campaign and rank its candidates.
+"""Adapt the meta-trained model to each test campaign, rank its candidates, report.
 
-    python infer.py -m config.yaml [-o runner.test_data_dir=data/test_cold ...]
+    python infer.py -m config.yaml [-o runner.test_data_dirs=[data/test,data/test_cold] ...]
 
-For each checkpoint epoch in ``[infer_start_epoch, infer_end_epoch)`` and each
-campaign in ``runner.test_data_dir``: start from the meta-trained weights,
-fine-tune ``infer_train_epoch`` epochs with Adam (``local_test_learning_rate``) on
-the campaign's seed rows (stage 1) in batches of ``batch_size``, then score its
-candidates (stage 2). Logs each campaign's AUC and, per epoch, the AUC pooled
-over all candidates and the mean of the campaigns' AUCs.
+For each checkpoint epoch in ``[infer_start_epoch, infer_end_epoch)``, each test
+folder (``runner.test_data_dirs``, or the one ``runner.test_data_dir``) and each
+campaign in it: score its candidates (stage 2) with the meta-trained weights, then
+start from those weights, fine-tune ``infer_train_epoch`` epochs with Adam
+(``local_test_learning_rate``) on the campaign's seed rows (stage 1) in batches of
+``batch_size``, and score the candidates again. Logs each campaign and each test
+folder, prints a table, and writes the report of ``report.py`` to
+``<runner.infer_output_dir>/<epoch>`` (default ``<infer_load_path>/infer/<epoch>``).
 
 Each campaign is fine-tuned on copies of only the embedding rows its rows use:
 a fresh Adam never moves a row whose gradient has always been zero, so this
@@ -15,7 +17,6 @@ equals fine-tuning the full model, without copying or reloading the full tables.
 """
 import argparse
 import logging
-import math
 import os
 import sys
 import time
@@ -23,12 +24,15 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import paddle  # noqa: E402
 
 from utils.config import ConfigError, apply_overrides, load_yaml, settings  # noqa: E402
 from utils.save_load import CheckpointError, load_model  # noqa: E402
 from utils.utils_single import create_dataset, load_dy_model_class, set_device  # noqa: E402
 import maml  # noqa: E402
+import metrics  # noqa: E402
+import report  # noqa: E402
 from data_files import DataError  # noqa: E402
 
 logging.basicConfig(format="%(asctime)s - %(levelname)s - %(message)s", level=logging.INFO)
@@ -43,8 +47,11 @@ def parse_args(argv=None):
 
 
 def adapt_and_score(model_class, net, config, seed_x, seed_y, candidate_x, candidate_y,
-                    metrics, campaign_metrics):
-    """Fine-tune a copy of `net` on one campaign's seed rows; score its candidates."""
+                    metric_list=None, campaign_metric_list=None):
+    """Fine-tune a copy of `net` on one campaign's seed rows; score its candidates.
+
+    The scores also feed the metric lists given (pooled over campaigns, this campaign's).
+    """
     batch_size = settings.get(config, "hyper_parameters.batch_size")
     weights, (seed_x, candidate_x) = maml.localize(net, net.weights(), [seed_x, candidate_x])
     weights = maml.leaf_copies(weights)
@@ -64,36 +71,64 @@ def adapt_and_score(model_class, net, config, seed_x, seed_y, candidate_x, candi
     with paddle.no_grad():
         for start in range(0, len(candidate_y), batch_size):
             rows = slice(start, start + batch_size)
-            metrics, campaign_metrics, batch_scores = model_class.infer_forward(
-                net, metrics, campaign_metrics, ([x[rows] for x in candidate_x], candidate_y[rows]),
-                config, weights=weights)
+            metric_list, campaign_metric_list, batch_scores = model_class.infer_forward(
+                net, metric_list, campaign_metric_list,
+                ([x[rows] for x in candidate_x], candidate_y[rows]), config, weights=weights)
             scores.append(batch_scores)
     return np.concatenate(scores) if scores else np.zeros(0, np.float32)
 
 
-def evaluate(model_class, net, dataset, config, epoch):
-    """Adapt to and score every campaign; returns the summary of this epoch."""
-    metrics, names = model_class.create_metrics()
-    campaign_aucs = []
-    for index, (aid, seed_x, seed_y, candidate_x, candidate_y, _) in enumerate(dataset):
+def score(net, inputs, batch_size):
+    """Scores of the network's own weights (before any fine-tuning), in batches."""
+    inputs = [paddle.to_tensor(x) for x in inputs]
+    with paddle.no_grad():
+        return np.concatenate([net(*[x[start:start + batch_size] for x in inputs]).numpy()
+                               for start in range(0, len(inputs[0]), batch_size)])
+
+
+def evaluate(model_class, net, dataset, config, epoch, test_set):
+    """Score, adapt to and score again every campaign of one test folder."""
+    batch_size = settings.get(config, "hyper_parameters.batch_size")
+    pooled, _ = model_class.create_metrics()
+    campaigns, predictions = [], []
+    for index, (aid, seed_x, seed_y, candidate_x, candidate_y, row_ids) in enumerate(dataset):
         start = time.time()
-        campaign_metrics, _ = model_class.create_metrics()
-        adapt_and_score(model_class, net, config, seed_x, seed_y, candidate_x, candidate_y,
-                        metrics, campaign_metrics)
-        auc = campaign_metrics[0].accumulate()
-        campaign_aucs.append(auc)
-        logger.info("epoch: %d, campaign %d/%d, aid: %d, seed rows: %d, candidates: %d "
-                    "(%d positive), AUC: %s, time: %.2f s",
-                    epoch, index + 1, len(dataset), int(aid[0]), len(seed_y), len(candidate_y),
-                    int(candidate_y.sum()), _auc_text(auc), time.time() - start)
-    defined = [a for a in campaign_aucs if not math.isnan(a)]
-    return {"epoch": epoch, "campaigns": len(campaign_aucs), "pooled_auc": metrics[0].accumulate(),
-            "mean_campaign_auc": float(np.mean(defined)) if defined else float("nan"),
-            "undefined": len(campaign_aucs) - len(defined)}
+        aid = int(aid[0])
+        before = score(net, candidate_x, batch_size)
+        after = adapt_and_score(model_class, net, config, seed_x, seed_y, candidate_x, candidate_y,
+                                pooled)
+        row = {"aid": aid, "seed_rows": len(seed_y),
+               **metrics.campaign_metrics(candidate_y, after, before)}
+        campaigns.append(row)
+        predictions.append(pd.DataFrame({"test_set": test_set, "aid": aid, "row_id": row_ids,
+                                         "label": candidate_y.astype(int), "score": after}))
+        logger.info("epoch: %d, %s, campaign %d/%d, aid: %d, seed rows: %d, candidates: %d "
+                    "(%d positive), AUC: %s (before fine-tuning: %s), time: %.2f s",
+                    epoch, test_set, index + 1, len(dataset), aid, row["seed_rows"],
+                    row["candidate_rows"], row["positives"], _auc_text(row["auc"]),
+                    _auc_text(row["auc_before"]), time.time() - start)
+    return report.TestSetResult(test_set, epoch, campaigns, pd.concat(predictions),
+                                pooled[0].accumulate(), getattr(dataset, "skipped", {}))
 
 
 def _auc_text(auc):
-    return "undefined (candidates of one class)" if math.isnan(auc) else "%.6f" % auc
+    return "undefined (candidates of one class)" if np.isnan(auc) else "%.6f" % auc
+
+
+def test_data_dirs(config):
+    """The test folders: runner.test_data_dirs, or else the one runner.test_data_dir."""
+    dirs = settings.get(config, "runner.test_data_dirs")
+    if not all(isinstance(d, str) for d in dirs):
+        raise ConfigError("runner.test_data_dirs must be a list of folders, e.g. "
+                          "[data/test,data/test_cold]; got %r" % (dirs,))
+    return dirs or [settings.get(config, "runner.test_data_dir")]
+
+
+def output_dir(config, epoch):
+    base = settings.get(config, "runner.infer_output_dir")
+    if base is None:
+        base = os.path.join(settings.get(config, "runner.infer_load_path"), "infer")
+    return os.path.join(str(base), str(epoch))
 
 
 def main(args):
@@ -104,27 +139,31 @@ def main(args):
     model_class = load_dy_model_class(config["config_abs_dir"])
     net = model_class.create_model(config)
     net.eval()
-    dataset = create_dataset(config, mode="test")
-    summaries = []
+    datasets = {d: create_dataset(dict(config, **{"runner.test_data_dir": d}), mode="test")
+                for d in test_data_dirs(config)}
+    for test_set, dataset in datasets.items():
+        if len(dataset) == 0:
+            raise DataError("%s: no campaign has both seed rows and candidates" % test_set)
+    results = []
     for epoch in range(run("infer_start_epoch"), run("infer_end_epoch")):
-        load_model(os.path.join(run("infer_load_path"), str(epoch)), net)
-        start = time.time()
-        summary = evaluate(model_class, net, dataset, config, epoch)
-        logger.info("epoch: %d done, pooled AUC: %s, mean campaign AUC: %s over %d campaigns "
-                    "(%d undefined), time: %.2f s", epoch, _auc_text(summary["pooled_auc"]),
-                    _auc_text(summary["mean_campaign_auc"]), summary["campaigns"],
-                    summary["undefined"], time.time() - start)
-        summaries.append(summary)
-    print_table(run("test_data_dir"), summaries)
-    return summaries
-
-
-def print_table(test_dir, summaries):
-    print("\n| test data | epoch | campaigns | pooled AUC | mean campaign AUC |")
-    print("|---|---|---|---|---|")
-    for s in summaries:
-        print("| %s | %d | %d | %.4f | %.4f |" % (test_dir, s["epoch"], s["campaigns"],
-                                                  s["pooled_auc"], s["mean_campaign_auc"]))
+        checkpoint = os.path.join(run("infer_load_path"), str(epoch))
+        load_model(checkpoint, net)
+        epoch_results = []
+        for test_set, dataset in datasets.items():
+            start = time.time()
+            result = evaluate(model_class, net, dataset, config, epoch, test_set)
+            s = result.summary
+            logger.info("epoch: %d done, %s: pooled AUC: %s, GAUC: %s over %d campaigns, "
+                        "one-class campaigns (not in GAUC): %s, time: %.2f s",
+                        epoch, test_set, _auc_text(s["pooled_auc"]), _auc_text(s["gauc"]),
+                        s["campaigns"], s["one_class_campaigns"] or "none", time.time() - start)
+            epoch_results.append(result)
+        directory = output_dir(config, epoch)
+        report.write(directory, config, checkpoint, epoch_results)
+        logger.info("epoch: %d report written to %s", epoch, directory)
+        results.extend(epoch_results)
+    print("\n" + report.table(results))
+    return results
 
 
 if __name__ == "__main__":

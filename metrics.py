@@ -1,6 +1,82 @@
-"""Exact ranking metrics with the paddle.metric interface (update / accumulate / reset)."""
+"""Ranking metrics: exact AUC (with the paddle.metric interface), log loss,
+precision and recall at the top of a campaign's candidates, and GAUC.
+
+Every metric of a campaign is computed on its candidates (stage 2) from the
+click probabilities the fine-tuned model gives them.
+"""
+import math
+
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score
+
+# Precision and recall count the positives among the top TOP_PERCENT % of a
+# campaign's candidates: the audience a marketer would reach (the authors' metric).
+TOP_PERCENT = 5
+PRECISION = "precision_at_%dpct" % TOP_PERCENT
+RECALL = "recall_at_%dpct" % TOP_PERCENT
+
+
+def auc(labels, scores):
+    """ROC AUC; NaN when the labels are all of one class (the AUC is undefined)."""
+    labels = np.asarray(labels).ravel()
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    return float(roc_auc_score(labels, np.asarray(scores, dtype=np.float64).ravel()))
+
+
+def top_count(candidates):
+    """How many candidates the top TOP_PERCENT % holds: ceil(TOP_PERCENT % of them)."""
+    return math.ceil(candidates * TOP_PERCENT / 100)
+
+
+def precision_recall_at_top(labels, scores):
+    """Precision and recall of the top ``top_count`` candidates by score.
+
+    Ties keep candidate order. Recall is NaN for a campaign without positives.
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    top = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:top_count(len(labels))]
+    hits = labels[top].sum()
+    precision = hits / len(top) if len(top) else float("nan")
+    recall = hits / labels.sum() if labels.sum() else float("nan")
+    return float(precision), float(recall)
+
+
+def campaign_metrics(labels, scores, scores_before):
+    """One campaign's candidate counts and metrics, from the scores after fine-tuning
+    (and, for ``auc_before``, the scores of the meta-trained weights)."""
+    labels = np.asarray(labels, dtype=np.float64)
+    precision, recall = precision_recall_at_top(labels, scores)
+    return {"candidate_rows": len(labels), "positives": int(labels.sum()),
+            "positive_rate": float(labels.mean()) if len(labels) else float("nan"),
+            "auc_before": auc(labels, scores_before), "auc": auc(labels, scores),
+            "log_loss": float(log_loss(labels, y_proba=np.asarray(scores, dtype=np.float64),
+                                       labels=[0, 1])),
+            PRECISION: precision, RECALL: recall}
+
+
+def summarize(campaigns, pooled_auc):
+    """A test set's summary from its campaign rows (dicts with ``auc`` and ``auc_before``).
+
+    GAUC is the mean AUC of the campaigns whose candidates hold both classes, plain
+    and weighted by candidate rows; the means of precision and recall are over the
+    same campaigns. Campaigns of one class are counted and listed, not averaged.
+    """
+    scored = [c for c in campaigns if not math.isnan(c["auc"])]
+    return {"campaigns": len(campaigns), "two_class_campaigns": len(scored),
+            "one_class_campaigns": [c["aid"] for c in campaigns if math.isnan(c["auc"])],
+            "candidate_rows": sum(c["candidate_rows"] for c in campaigns),
+            "pooled_auc": pooled_auc, "gauc": _mean(scored, "auc"),
+            "gauc_row_weighted": _mean(scored, "auc", weight="candidate_rows"),
+            "gauc_before": _mean(scored, "auc_before"),
+            "mean_" + PRECISION: _mean(scored, PRECISION), "mean_" + RECALL: _mean(scored, RECALL)}
+
+
+def _mean(rows, key, weight=None):
+    if not rows:
+        return float("nan")
+    weights = [r[weight] for r in rows] if weight else None
+    return float(np.average([r[key] for r in rows], weights=weights))
 
 
 class ExactAuc:
@@ -29,7 +105,4 @@ class ExactAuc:
     def accumulate(self):
         if not self._labels:
             return float("nan")
-        labels = np.concatenate(self._labels)
-        if len(np.unique(labels)) < 2:
-            return float("nan")
-        return float(roc_auc_score(labels, np.concatenate(self._scores)))
+        return auc(np.concatenate(self._labels), np.concatenate(self._scores))

@@ -5,7 +5,9 @@ The forward pass is functional: every weight is looked up by parameter name in a
 passes adapted ("fast") weights in that dict instead of storing them on the
 parameters, so no state survives a step. An entry may also replace a full
 embedding table by a task-local table of some of its rows, with the ids remapped
-to index it (see ``maml.localize``).
+to index it (see ``maml.localize``). ``lookup(ids, table)`` indexes the tables;
+second-order MAML passes one built from ops with a second derivative, which
+Paddle's embedding op lacks (see ``maml.second_order_step``).
 
 Inputs are four integer tensors of batch size B: static ids ``B x 7``, sequence
 ids ``B x 50`` (the fields side by side, widths from the schema), sequence lengths
@@ -83,7 +85,8 @@ class MetaHeacNet(nn.Layer):
     def weights(self):
         return dict(self.named_parameters())
 
-    def forward(self, static_ids, sequence_ids, sequence_lengths, ad_ids, weights=None):
+    def forward(self, static_ids, sequence_ids, sequence_lengths, ad_ids, weights=None,
+                lookup=F.embedding):
         w = self.weights() if weights is None else weights
         tables = [w[name] for name in self.table_names()]
         n_static = len(self.static_tables)
@@ -92,18 +95,19 @@ class MetaHeacNet(nn.Layer):
         sequence_tables = tables[n_static:n_static + n_sequence]
         ad_tables = tables[n_static + n_sequence:]
 
-        static = [F.embedding(static_ids[:, i], t) for i, t in enumerate(static_tables)]
+        static = [lookup(static_ids[:, i], t) for i, t in enumerate(static_tables)]
         lengths = sequence_lengths.astype("float32")
         sequence = [
-            self._pooled(F.embedding(sequence_ids[:, cols], t), lengths[:, i])
+            self._pooled(lookup(sequence_ids[:, cols], t), lengths[:, i])
             for i, (cols, t) in enumerate(zip(schema.SEQUENCE_SLICES, sequence_tables))]
-        ad = [F.embedding(ad_ids[:, i], t) for i, t in enumerate(ad_tables)]
+        ad = [lookup(ad_ids[:, i], t) for i, t in enumerate(ad_tables)]
 
         user = paddle.stack(static + sequence, axis=1)             # B x 14 x E
         gate_input = paddle.concat(
             [user.mean(axis=1, keepdim=True), paddle.stack(ad, axis=1)], axis=1)
-        gate_input = gate_input.flatten(start_axis=1)              # B x 7E
-        user = user.flatten(start_axis=1)                          # B x 14E
+        # reshape rather than flatten: flatten has no second derivative in Paddle.
+        gate_input = gate_input.reshape([gate_input.shape[0], -1])  # B x 7E
+        user = user.reshape([user.shape[0], -1])                    # B x 14E
 
         expert_gate = self._gate(gate_input, w, "expert_gate")      # B x K
         hidden = user.unsqueeze(0)                                 # 1 x B x 14E

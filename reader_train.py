@@ -2,8 +2,9 @@
 
 ``RecDataset(file_list, config)`` reads every ``.pkl`` file in ``file_list`` (sorted)
 once into NumPy arrays. Each epoch yields ``ceil(rows / batch_size)`` meta-batches;
-a meta-batch draws ``task_count`` campaigns with probability proportional to
-their row count (with replacement, as upstream PaddleRec) and, for each, a
+a meta-batch draws ``task_count`` campaigns (by default with probability
+proportional to their row count and with replacement, as upstream PaddleRec;
+``sample_method`` and ``sample_replace`` in meta_options.py) and, for each, a
 support and a query batch of ``batch_size`` rows drawn independently. The random
 stream is seeded once from ``runner.seed``, so epochs differ and runs repeat.
 """
@@ -12,6 +13,7 @@ import logging
 import numpy as np
 from paddle.io import IterableDataset
 
+import meta_options
 import settings
 from data_files import Columns, DataError, load_columns, select_data_files
 
@@ -32,7 +34,14 @@ class RecDataset(IterableDataset):
             raise DataError("the training files %s hold no rows" % files)
         self.aids, self.campaign_rows = self.data.campaigns()
         sizes = np.array([len(rows) for rows in self.campaign_rows])
-        self.campaign_probability = sizes / sizes.sum()
+        options = meta_options.read(config)
+        self.campaign_probability = meta_options.task_probabilities(sizes, options.sample_method)
+        self.sample_replace = options.sample_replace
+        if not self.sample_replace and self.task_count > len(self.aids):
+            raise settings.ConfigError(
+                "hyper_parameters.sample_replace is false, so hyper_parameters.task_count=%d "
+                "needs as many training campaigns; the data has %d"
+                % (self.task_count, len(self.aids)))
         self.batches_per_epoch = int(np.ceil(len(self.data) / self.batch_size))
         small = self.aids[sizes < self.batch_size]
         if len(small):
@@ -46,8 +55,8 @@ class RecDataset(IterableDataset):
 
     def __iter__(self):
         for _ in range(self.batches_per_epoch):
-            tasks = self.rng.choice(len(self.aids), size=self.task_count, replace=True,
-                                    p=self.campaign_probability)
+            tasks = self.rng.choice(len(self.aids), size=self.task_count,
+                                    replace=self.sample_replace, p=self.campaign_probability)
             support = np.stack([self._draw(t) for t in tasks])
             query = np.stack([self._draw(t) for t in tasks])
             yield [self.data.features(support), self.data.label[support],

@@ -32,6 +32,10 @@ DEFAULTS = {
     "runner.infer_start_epoch": 0,
     "runner.infer_end_epoch": 1,
     "runner.infer_train_epoch": 2,
+    # several test folders evaluated in one run (e.g. hot and cold); empty: test_data_dir
+    "runner.test_data_dirs": [],
+    # where infer.py writes its report; None: <infer_load_path>/infer
+    "runner.infer_output_dir": None,
     # PaddleRec runner keys that this model reads from hyper_parameters.batch_size
     "runner.train_batch_size": None,
     "runner.infer_batch_size": None,
@@ -44,6 +48,11 @@ DEFAULTS = {
     "hyper_parameters.task_count": 5,
     "hyper_parameters.batch_size": 1024,
     "hyper_parameters.local_lr": 0.0002,
+    # meta-learning switches, checked in meta_options.py
+    "hyper_parameters.meta_order": 1,
+    "hyper_parameters.inner_steps": 1,
+    "hyper_parameters.sample_method": "normal",
+    "hyper_parameters.sample_replace": True,
     "hyper_parameters.optimizer.class": "adam",
     "hyper_parameters.optimizer.global_learning_rate": 0.001,
     "hyper_parameters.optimizer.local_test_learning_rate": 0.001,

@@ -44,6 +44,14 @@ def test_train_then_infer_beats_chance_on_generated_data(tmp_path):
         assert re.search(r"campaign 1/\d+, aid: \d+, seed rows: \d+, candidates: \d+", log)
         aucs.append(pooled_auc(log))
     assert min(aucs) > 0.6, aucs
+    # One run evaluates both folders, with the same numbers, and prints their table.
+    log = run("infer.py", config, "runner.test_data_dirs=[%s,%s]" % (data / "test", data / "test_cold"),
+              "runner.infer_load_path=%s" % models)
+    table = re.findall(r"^\| \S+/(test|test_cold) \| 0 \| \d+ \(\d+\) \| ([0-9.]+) \|", log, re.M)
+    assert [(name, round(float(auc), 4)) for name, auc in table] == \
+        [("test", round(aucs[0], 4)), ("test_cold", round(aucs[1], 4))], log[-1500:]
+    assert os.path.isfile(os.path.join(models, "infer", "0", "metrics.json"))
+    assert os.path.isfile(os.path.join(models, "training_curve.png"))
 
 
 @pytest.mark.skipif(not os.path.exists(SHARED_FIXTURE), reason="../shared is not present")

@@ -2,6 +2,7 @@
 import numpy as np
 import paddle
 import paddle.nn.functional as F
+import pytest
 
 import maml
 import net
@@ -138,3 +139,96 @@ def test_campaign_finetune_matches_full_model_finetune(rng):
     assert np.abs(scores - no_tuning).max() > 1e-4
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), before[name])
+
+
+# --- hyper_parameters.meta_order and inner_steps -----------------------------------
+
+
+def full_table_fast_weights(model, inputs, labels, lr, steps):
+    """`steps` plain SGD steps on every parameter (full tables), each support gradient
+    taken as a constant: the first-order fast weights, written without maml."""
+    fast = dict(model.named_parameters())
+    for _ in range(steps):
+        at = {n: w.detach() for n, w in fast.items()}
+        for w in at.values():
+            w.stop_gradient = False
+        loss = F.binary_cross_entropy(model(*tensors(inputs), weights=at), paddle.to_tensor(labels))
+        fast = {n: fast[n] - lr * g for n, g in zip(at, paddle.grad(loss, list(at.values())))}
+    return fast
+
+
+def test_more_inner_steps_match_full_table_steps(rng):
+    ours, reference = make_net(), make_net()
+    sx, sy, qx, qy = task_batch(rng, tasks=2)
+    fast = [full_table_fast_weights(reference, [x[t] for x in sx], sy[t], LOCAL_LR, steps=3)
+            for t in range(2)]
+    losses = [F.binary_cross_entropy(reference(*tensors([x[t] for x in qx]), weights=fast[t]),
+                                     paddle.to_tensor(qy[t])) for t in range(2)]
+    paddle.stack(losses).mean().backward()
+    loss, _ = maml.meta_step(ours, tensors(sx), paddle.to_tensor(sy), tensors(qx),
+                             paddle.to_tensor(qy), LOCAL_LR, order=1, inner_steps=3)
+    loss.backward()
+    np.testing.assert_allclose(float(loss), float(paddle.stack(losses).mean()), rtol=1e-6)
+    ref_params = dict(reference.named_parameters())
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), ref_params[name].grad.numpy(),
+                                   rtol=1e-4, atol=1e-7, err_msg=name)
+
+
+def test_order_zero_is_the_unadapted_query_loss_and_its_gradient(rng):
+    ours, reference = make_net(), make_net()
+    sx, sy, qx, qy = task_batch(rng, tasks=2)
+    loss, _ = maml.meta_step(ours, tensors(sx), paddle.to_tensor(sy), tensors(qx),
+                             paddle.to_tensor(qy), LOCAL_LR, order=0)
+    loss.backward()
+    plain = paddle.stack([F.binary_cross_entropy(reference(*tensors([x[t] for x in qx])),
+                                                 paddle.to_tensor(qy[t])) for t in range(2)]).mean()
+    plain.backward()
+    np.testing.assert_allclose(float(loss), float(plain), rtol=1e-6)
+    ref_params = dict(reference.named_parameters())
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), ref_params[name].grad.numpy(),
+                                   rtol=1e-5, atol=1e-8, err_msg=name)
+
+
+@pytest.fixture
+def float64():
+    # Central differences need double precision: in float32 their round-off
+    # (~1e-7 / eps) would swamp the second-order term being checked.
+    previous = paddle.get_default_dtype()
+    paddle.set_default_dtype("float64")
+    yield
+    paddle.set_default_dtype(previous)
+
+
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_order_two_gradient_is_the_derivative_of_the_adapted_query_loss(rng, float64, inner_steps):
+    """The order-2 meta-gradient against central differences of the meta-loss (the
+    query loss after the inner steps) along random directions; order 1 misses."""
+    lr = 0.5  # large, so that the second-order term is far above the tolerance
+    model = make_net()
+    sx, sy, qx, qy = task_batch(rng, tasks=2, batch=8)
+    batch = [tensors(sx), paddle.to_tensor(sy, dtype="float64"), tensors(qx),
+             paddle.to_tensor(qy, dtype="float64")]
+    params = dict(model.named_parameters())
+    start = {n: p.numpy().copy() for n, p in params.items()}
+
+    def meta_loss(order, at=start):
+        for n, p in params.items():
+            p.set_value(at[n])
+        return maml.meta_step(model, *batch, lr, order=order, inner_steps=inner_steps)[0]
+
+    def gradient(order):
+        model.clear_gradients()
+        meta_loss(order).backward()
+        return {n: p.grad.numpy().copy() for n, p in params.items()}
+
+    second, first = gradient(2), gradient(1)
+    eps = 1e-5
+    for _ in range(3):
+        direction = {n: rng.standard_normal(v.shape) for n, v in start.items()}
+        step = lambda sign: {n: start[n] + sign * eps * direction[n] for n in start}  # noqa: E731
+        numeric = (float(meta_loss(2, step(1))) - float(meta_loss(2, step(-1)))) / (2 * eps)
+        along = lambda g: sum(float((g[n] * direction[n]).sum()) for n in g)  # noqa: E731
+        np.testing.assert_allclose(along(second), numeric, rtol=1e-6)
+        assert abs(along(first) - numeric) > 1e-3 * abs(numeric)

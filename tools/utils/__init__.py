@@ -1,0 +1,7 @@
+"""Helpers of tools/trainer.py and infer.py; the model folder above tools/ goes on the path."""
+import os
+import sys
+
+MODEL_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if MODEL_DIR not in sys.path:
+    sys.path.insert(0, MODEL_DIR)

@@ -1,15 +1,10 @@
 """PaddleRec-style configs: a YAML file flattened to dotted keys, plus ``-o key=value``."""
 import os
-import sys
 
 import yaml
 
-MODEL_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if MODEL_DIR not in sys.path:
-    sys.path.insert(0, MODEL_DIR)
-
-import settings  # noqa: E402  (lives in the model directory)
-from settings import ConfigError  # noqa: E402,F401
+import settings  # lives in the model folder, which utils/__init__.py puts on the path
+from settings import ConfigError  # noqa: F401
 
 
 def flatten(tree, prefix=""):

@@ -8,6 +8,8 @@ import os
 
 import paddle
 
+from atomic_files import replacing
+
 logger = logging.getLogger(__name__)
 
 
@@ -16,9 +18,8 @@ class CheckpointError(ValueError):
 
 
 def atomic_save(obj, path):
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    paddle.save(obj, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as temporary:
+        paddle.save(obj, temporary)
 
 
 def save_model(net, optimizer, model_path, epoch_id, prefix="rec"):
