@@ -5,8 +5,9 @@ once into NumPy arrays. Each epoch yields ``ceil(rows / batch_size)`` meta-batch
 a meta-batch draws ``task_count`` campaigns (by default with probability
 proportional to their row count and with replacement, as upstream PaddleRec;
 ``sample_method`` and ``sample_replace`` in meta_options.py) and, for each, a
-support and a query batch of ``batch_size`` rows drawn independently. The random
-stream is seeded once from ``runner.seed``, so epochs differ and runs repeat.
+support and a query batch of ``batch_size`` rows drawn independently. Epoch e
+draws from a stream seeded by (``runner.seed``, e): epochs differ, runs repeat, and
+a run resumed at epoch e (``set_epoch``) draws what the uninterrupted run drew.
 """
 import logging
 
@@ -48,12 +49,19 @@ class RecDataset(IterableDataset):
             logger.warning("%d of %d campaigns have fewer rows than batch_size=%d (aids %s); "
                            "their support and query batches are drawn with replacement",
                            len(small), len(self.aids), self.batch_size, small[:10].tolist())
-        self.rng = np.random.default_rng(settings.get(config, "runner.seed"))
+        self.seed = settings.get(config, "runner.seed")
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        """Make the next pass draw epoch `epoch`'s tasks (passes count up by themselves)."""
+        self.epoch = epoch
 
     def __len__(self):
         return self.batches_per_epoch
 
     def __iter__(self):
+        self.rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
         for _ in range(self.batches_per_epoch):
             tasks = self.rng.choice(len(self.aids), size=self.task_count,
                                     replace=self.sample_replace, p=self.campaign_probability)

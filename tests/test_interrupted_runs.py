@@ -49,11 +49,11 @@ def test_a_kill_during_save_leaves_the_last_checkpoint_loadable(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=name)
 
 
-def train_log(model_dir):
+def train_log(model_dir, *overrides):
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools", "trainer.py"), "-m",
          os.path.join(ROOT, "config.yaml"), "-o", "runner.model_save_path=%s" % model_dir,
-         "runner.print_interval=1"],
+         "runner.print_interval=1", *overrides],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     return re.findall(r"step: \d+/\d+, AUC: \S+ loss: \S+", result.stdout + result.stderr)
@@ -65,3 +65,13 @@ def test_same_seed_same_data_same_config_repeat_bit_for_bit(tmp_path):
     for name in ("rec.pdparams", "rec.pdopt"):
         a = (tmp_path / "a" / "0" / name).read_bytes()
         assert a == (tmp_path / "b" / "0" / name).read_bytes(), name
+
+
+def test_resuming_from_a_checkpoint_continues_the_run_exactly(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train_log(straight, "runner.epochs=2")
+    train_log(resumed, "runner.epochs=1")
+    train_log(resumed, "runner.epochs=2", "runner.last_epoch=0",
+              "runner.model_init_path=%s" % (resumed / "0"))
+    for name in ("rec.pdparams", "rec.pdopt"):
+        assert (straight / "1" / name).read_bytes() == (resumed / "1" / name).read_bytes(), name

@@ -58,6 +58,8 @@ def main(args):
 
     for epoch in range(run("last_epoch") + 1, run("epochs")):
         model.train()
+        if hasattr(loader.dataset, "set_epoch"):  # so a resumed run draws the same tasks
+            loader.dataset.set_epoch(epoch)
         metrics, metric_names = model_class.create_metrics()
         epoch_start = interval_start = time.time()
         reader_cost = batch_cost = 0.0
