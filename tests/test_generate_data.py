@@ -1,18 +1,14 @@
-"""Tests for tools/generate_data.py on the tiny preset."""
+"""Tests for tools/generate_data.py, mostly on the tiny preset."""
 import os
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _path in (REPO_ROOT, os.path.join(REPO_ROOT, "tools")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-import generate_data as gd  # noqa: E402
-import schema  # noqa: E402
+import data_files
+import generate_data as gd
+import schema
+from conftest import ROOT
 
 SPEC = gd.PRESETS["tiny"]
 TEST_KEYS = [k for k in gd.FRAME_KEYS if k != "train"]
@@ -150,3 +146,93 @@ def test_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "elapsed" in out
     assert os.path.exists(os.path.join(str(tmp_path), "test", schema.TEST_CANDIDATE_FILE))
+
+
+def test_sample_preset_still_draws_the_shipped_data():
+    frames = gd.generate(gd.PRESETS["sample"], seed=2021)
+    for key, path in gd.layout_paths(os.path.join(ROOT, "data")).items():
+        assert _same(pd.read_pickle(path), frames[key]), key
+
+
+def test_chunks_hold_whole_campaigns_and_keep_their_guarantees():
+    sizes = gd._make_world(SPEC, np.random.default_rng(0))["sizes"]
+    chunks = gd._campaign_chunks(sizes, 60)
+    assert len(chunks) > 2 and chunks[0][0] == 0 and chunks[-1][1] == len(sizes)
+    assert all(previous[1] == following[0] for previous, following in zip(chunks, chunks[1:]))
+    d = gd.draw(SPEC, seed=0, chunk_rows=60)
+    label, aid = d.columns[schema.LABEL], d.columns[schema.AID]
+    for key, rows in gd.split_rows(d).items():
+        if key != "train":
+            assert (pd.Series(label[rows]).groupby(aid[rows]).nunique() == 2).all(), key
+    np.testing.assert_array_equal(d.hot, np.bincount(aid, weights=label) > SPEC.hot_threshold)
+
+
+def test_storage_types_hold_every_id():
+    d = gd.draw(SPEC, seed=0)
+    for f in schema.STATIC_FIELDS + schema.SEQUENCE_FIELDS + schema.AD_FIELDS:
+        assert np.iinfo(d.columns[f.name].dtype).max >= f.max_id, f.name
+
+
+def test_streamed_pickle_reads_back_as_the_same_frame(frames, tmp_path, monkeypatch):
+    monkeypatch.setattr(gd, "TO_PICKLE_MAX_ROWS", 0)
+    monkeypatch.setattr(gd, "CELL_BATCH", 7)  # several batches per column
+    frame = frames["train"]
+    columns = {name: np.stack(frame[name].to_numpy()) if name in schema.SEQUENCE_COLUMNS
+               else frame[name].to_numpy().astype(np.int32) for name in schema.ALL_COLUMNS}
+    path = str(tmp_path / "streamed.pkl")
+    gd.write_frame(path, columns, frame.index.to_numpy())
+    assert _same(pd.read_pickle(path), frame)
+    loaded = data_files.load_columns(path, use_cache=False)  # the project's restricted unpickler
+    first = schema.SEQUENCE_FIELDS[0]
+    np.testing.assert_array_equal(loaded.sequence[:, schema.SEQUENCE_SLICES[0]], _matrix(frame, first))
+    np.testing.assert_array_equal(loaded.row_id, frame.index.to_numpy())
+
+
+def test_full_preset_matches_the_authors_data():
+    spec = gd.PRESETS["full"]
+    world = gd._make_world(spec, np.random.default_rng(2021))  # sizes only: no rows drawn
+    sizes, is_test, rate = world["sizes"], world["is_test"], world["rate"]
+    assert len(sizes) == 173 and (~is_test).sum() == 86
+    assert 4.0e6 <= sizes[~is_test].sum() <= 4.8e6
+    seed_rows = np.where(is_test, sizes / (1 + spec.stage2_fraction), sizes)
+    seeds = seed_rows * rate  # expected positive stage-1 rows
+    assert (seeds <= 2000).mean() > 0.55 and (seeds > 14000).any()
+    assert 0.04 <= (sizes * rate).sum() / sizes.sum() <= 0.06
+    assert spec.hot_threshold == 4000 and gd.DEFAULT_LAYOUT["full"] == "lookalike"
+
+
+def test_threshold_and_layout_flags(tmp_path):
+    gd.main(["--preset", "tiny", "--seed", "3", "--out", str(tmp_path), "--threshold", "100000",
+             "--layout", "lookalike"])
+    paths = gd.layout_paths(str(tmp_path), "lookalike")
+    assert paths["train"] == os.path.join(str(tmp_path), "train_data", schema.TRAIN_FILE)
+    assert paths["test_hot_stage1"] == os.path.join(str(tmp_path), "test_hot_data", schema.TEST_SEED_FILE)
+    assert len(pd.read_pickle(paths["test_hot_stage1"])) == 0  # no campaign has that many positives
+    cold = pd.read_pickle(paths["test_cold_stage1"])[schema.AID].nunique()
+    assert cold == SPEC.n_test
+
+
+def test_raw_files(tmp_path):
+    d = gd.draw(SPEC, seed=0)
+    paths = gd.write_raw(d, str(tmp_path))
+    ads = pd.read_csv(paths["ads"])
+    assert list(ads.columns) == gd.RAW_AD_COLUMNS and list(ads["aid"]) == list(range(1, len(d.is_test) + 1))
+    seeds = pd.read_csv(paths["seeds"])
+    candidates = pd.read_csv(paths["candidates"], header=None, names=["aid", "uid", "label"])
+    assert list(seeds.columns) == ["aid", "uid", "label"]
+    assert set(seeds["label"]) == {1, -1} and set(candidates["label"]) == {1, -1}
+    assert len(seeds) + len(candidates) == len(d.row_id) and len(candidates) == d.stage2.sum()
+    assert (candidates["label"] == 1).sum() == d.columns[schema.LABEL][d.stage2].sum()
+
+    with open(paths["users"]) as f:
+        lines = f.read().splitlines()
+    assert len(lines) == len(d.row_id)
+    row = int(np.flatnonzero(d.row_id == 4)[0])  # uid 5
+    fields = dict(field.split(" ", 1) for field in lines[4].split("|"))
+    assert fields["uid"] == "5"
+    for f in schema.STATIC_FIELDS:
+        assert int(fields[f.name]) == d.columns[f.name][row]
+    for f in schema.SEQUENCE_FIELDS:
+        length = d.columns[f.length_column][row]
+        tokens = [int(t) for t in fields[f.name].split()] if f.name in fields else []
+        assert tokens == list(d.columns[f.name][row, :length]), f.name

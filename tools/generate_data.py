@@ -1,5 +1,9 @@
 """Synthetic look-alike data with a planted, learnable structure.
 
+    python tools/generate_data.py --preset sample                 # data/ (what ships)
+    python tools/generate_data.py --preset full                   # datasets/Lookalike/, minutes
+    python tools/generate_data.py --preset tiny --raw --out DIR   # raw competition files
+
 The generative story (all draws from one numpy Generator, so a seed fixes everything):
 
 * Users: a taste ``theta`` = weights over ``n_topics`` latent topics (sparse Dirichlet).
@@ -12,14 +16,19 @@ The generative story (all draws from one numpy Generator, so a seed fixes everyt
   with ``bias_aid`` solved so the campaign's positive rate is its drawn base rate.
 * Campaign sizes are log-logistic (heavy tail). Test campaigns split their rows into
   stage 1 (seeds) and stage 2 (candidates) and are hot when they have more than
-  ``hot_threshold`` positives in total, cold otherwise.
+  ``hot_threshold`` (T) positives over both stages, cold otherwise, as the authors'
+  ``data/process.py`` splits them.
 
-Every row is a fresh user; there are no per-row Python loops, so the same code scales
-to millions of rows.
+Every row is a fresh user and there are no per-row Python loops. Rows are drawn a chunk of
+whole campaigns at a time and kept in the smallest integer types that hold each field, so
+the full preset (about 10 million rows) stays within a few GB; a preset that fits one chunk
+draws exactly what it drew before chunking existed (``data/`` is unchanged).
 """
 import argparse
 import dataclasses
+import io
 import os
+import pickle
 import sys
 import tempfile
 import time
@@ -61,9 +70,35 @@ PRESETS = {
                  stage2_fraction=0.3, hot_threshold=6, positive_rate=0.15),
     "sample": Spec(n_train=24, n_test=16, train_median_rows=90, test_median_rows=160, rows_shape=2.0, min_rows=30,
                    stage2_fraction=0.3, hot_threshold=7, positive_rate=0.05),
+    # The scale of the authors' preprocessed Tencent data: 173 campaigns, half of them for
+    # meta-training with ~4.4 M rows; test campaigns as large again in stage 1, plus a quarter
+    # of that in stage 2. "Seed users" of a campaign are its positive stage-1 rows (the authors
+    # count label == 1 rows of train.csv); with ~5 % positives, a median of 30 k rows and shape
+    # 1.5 put ~65 % of campaigns at <= 2,000 seeds, ~85 % at <= 4,000 and a few above 14,000,
+    # close to the authors' seed-size plot. T = 4000 as in PaddleRec's readme.
+    "full": Spec(n_train=86, n_test=87, train_median_rows=30_000, test_median_rows=37_500, rows_shape=1.5,
+                 min_rows=2_000, stage2_fraction=0.25, hot_threshold=4000, positive_rate=0.05,
+                 n_categories=40, n_topics=16),
 }
+# Where each preset goes and in which folder layout, unless --out / --layout say otherwise.
+DEFAULT_OUT = {"tiny": "datasets/tiny", "sample": "data", "full": "datasets/Lookalike"}
+DEFAULT_LAYOUT = {"tiny": "paddlerec", "sample": "paddlerec", "full": "lookalike"}
 
 FRAME_KEYS = ("train", "test_hot_stage1", "test_hot_stage2", "test_cold_stage1", "test_cold_stage2")
+LAYOUTS = {
+    # config.yaml's: hot test campaigns in test/, as upstream PaddleRec's sample data.
+    "paddlerec": {"train": "train/" + schema.TRAIN_FILE,
+                  "test_hot_stage1": "test/" + schema.TEST_SEED_FILE,
+                  "test_hot_stage2": "test/" + schema.TEST_CANDIDATE_FILE,
+                  "test_cold_stage1": "test_cold/" + schema.TEST_SEED_FILE,
+                  "test_cold_stage2": "test_cold/" + schema.TEST_CANDIDATE_FILE},
+    # config_big.yaml's (datasets/Lookalike/): PaddleRec's readme for the full data.
+    "lookalike": {"train": "train_data/" + schema.TRAIN_FILE,
+                  "test_hot_stage1": "test_hot_data/" + schema.TEST_SEED_FILE,
+                  "test_hot_stage2": "test_hot_data/" + schema.TEST_CANDIDATE_FILE,
+                  "test_cold_stage1": "test_cold_data/" + schema.TEST_SEED_FILE,
+                  "test_cold_stage2": "test_cold_data/" + schema.TEST_CANDIDATE_FILE},
+}
 
 # The id reserved for "missing" in each sequence field; real tokens are 0..max_id-1.
 PAD_ID = {f.name: f.max_id for f in schema.SEQUENCE_FIELDS}
@@ -73,6 +108,11 @@ EMPTY_RATE = {"interest1": 0.05, "interest2": 0.2, "interest3": 0.7,
 MAX_PREFERRED = 12  # preferred tokens per topic and field
 STATIC_ALPHA = 0.1  # Dirichlet concentration of a topic's static-value distribution
 MIN_LABELS = 2  # each test campaign needs this many positives and negatives (one per stage)
+CHUNK_ROWS = 250_000  # rows drawn at once (whole campaigns): bounds the float temporaries
+# Files up to this many rows are written by DataFrame.to_pickle; larger ones are streamed
+# (see write_frame), since to_pickle holds an array and a memo entry per cell, ~5 KB a row.
+TO_PICKLE_MAX_ROWS = 200_000
+CELL_BATCH = 65_536  # sequence cells streamed per write
 
 
 def _categorical(cdf, row, u):
@@ -222,93 +262,328 @@ def _stage2_mask(camp, label, sizes, fraction, rng):
     return mask
 
 
-def _frame(cols, row_ids, sel):
-    """DataFrame of the selected rows in schema order, sorted by row id."""
-    sel = sel[np.argsort(row_ids[sel], kind="stable")]
-    data = {}
-    for name in schema.ALL_COLUMNS:
-        values = cols[name][sel]
-        if values.ndim == 2:  # sequence field: one 1-D int64 array per cell
-            values = np.fromiter(iter(values), dtype=object, count=len(values))
-        data[name] = values
-    return pd.DataFrame(data, index=pd.Index(row_ids[sel]))
+@dataclasses.dataclass
+class Draw:
+    """One generated data set. Rows are in campaign order; ``row_id`` says where they go."""
+    columns: dict  # schema column -> per-row values, in the smallest dtype that holds the field
+    stage2: np.ndarray  # per row: a stage-2 candidate rather than a stage-1 seed row
+    row_id: np.ndarray  # per row: its id in the output files, a permutation so files interleave
+    is_test: np.ndarray  # per campaign
+    hot: np.ndarray  # per campaign: more than T positives over both stages
+    ad: dict  # ad field -> per-campaign value
+
+
+def _storage_dtypes(n_campaigns):
+    """The smallest integer type that holds each column's values."""
+    dtypes = {schema.LABEL: np.uint8, schema.AID: np.min_scalar_type(n_campaigns - 1)}
+    for f in schema.STATIC_FIELDS + schema.SEQUENCE_FIELDS + schema.AD_FIELDS:
+        dtypes[f.name] = np.min_scalar_type(f.max_id)
+    for f in schema.SEQUENCE_FIELDS:
+        dtypes[f.length_column] = np.min_scalar_type(f.width)
+    return dtypes
+
+
+def _campaign_chunks(sizes, chunk_rows):
+    """Consecutive (first, stop) campaign ranges of about chunk_rows rows (at least one campaign)."""
+    bounds, rows = [0], 0
+    for campaign, size in enumerate(sizes):
+        if rows and rows + size > chunk_rows:
+            bounds.append(campaign)
+            rows = 0
+        rows += size
+    bounds.append(len(sizes))
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _draw_campaigns(spec, world, first, stop, rng):
+    """Users, labels, ad fields and the stage split of campaigns first..stop-1."""
+    sizes = world["sizes"][first:stop]
+    camp = np.repeat(np.arange(len(sizes)), sizes)  # campaign index within the chunk
+    n = len(camp)
+    theta, cols = _draw_users(n, spec, world, rng)
+    logit = (spec.affinity_scale * np.einsum("ij,ij->i", theta, world["target"][first:stop][camp])
+             + rng.normal(0.0, spec.label_noise, size=n))
+    logit += _calibrated_bias(logit, camp, world["rate"][first:stop])[camp]
+    cols[schema.LABEL] = _draw_labels(_sigmoid(logit), camp, world["is_test"][first:stop], rng)
+    cols[schema.AID] = camp + first
+    for name, per_campaign in world["ad"].items():
+        cols[name] = per_campaign[first:stop][camp]
+    stage2 = _stage2_mask(camp, cols[schema.LABEL], sizes, spec.stage2_fraction, rng)
+    return cols, stage2
+
+
+def draw(spec, seed, chunk_rows=CHUNK_ROWS, progress=None):
+    """Draw a data set, a chunk of campaigns at a time; ``progress(done, total)`` per chunk."""
+    rng = np.random.default_rng(seed)
+    world = _make_world(spec, rng)
+    sizes = world["sizes"]
+    n = int(sizes.sum())
+    widths = {f.name: f.width for f in schema.SEQUENCE_FIELDS}
+    columns = {name: np.empty((n, widths[name]) if name in widths else n, dtype)
+               for name, dtype in _storage_dtypes(len(sizes)).items()}
+    stage2 = np.empty(n, dtype=bool)
+    starts = np.r_[0, np.cumsum(sizes)]
+    for first, stop in _campaign_chunks(sizes, chunk_rows):
+        rows = slice(starts[first], starts[stop])
+        cols, stage2[rows] = _draw_campaigns(spec, world, first, stop, rng)
+        for name, values in cols.items():
+            columns[name][rows] = values
+        if progress:
+            progress(starts[stop], n)
+    positives = np.bincount(columns[schema.AID], weights=columns[schema.LABEL], minlength=len(sizes))
+    row_id = rng.permutation(n).astype(np.int64)
+    return Draw(columns=columns, stage2=stage2, row_id=row_id, is_test=world["is_test"],
+                hot=positives > spec.hot_threshold, ad=world["ad"])
+
+
+def split_rows(d):
+    """{FRAME_KEYS item: positions of its rows, sorted by row id}."""
+    camp = d.columns[schema.AID]
+    test, hot = d.is_test[camp], d.hot[camp]
+    masks = {
+        "train": ~test,
+        "test_hot_stage1": test & hot & ~d.stage2,
+        "test_hot_stage2": test & hot & d.stage2,
+        "test_cold_stage1": test & ~hot & ~d.stage2,
+        "test_cold_stage2": test & ~hot & d.stage2,
+    }
+    return {key: _by_row_id(np.flatnonzero(masks[key]), d.row_id) for key in FRAME_KEYS}
+
+
+def _by_row_id(positions, row_id):
+    return positions[np.argsort(row_id[positions], kind="stable")]
+
+
+def _take(columns, positions):
+    return {name: columns[name][positions] for name in schema.ALL_COLUMNS}
 
 
 def generate(spec, seed):
     """Draw a data set; returns {FRAME_KEYS item: DataFrame}."""
-    rng = np.random.default_rng(seed)
-    world = _make_world(spec, rng)
-    sizes, is_test = world["sizes"], world["is_test"]
-    camp = np.repeat(np.arange(len(sizes)), sizes)
-    n = len(camp)
-
-    theta, cols = _draw_users(n, spec, world, rng)
-    logit = (spec.affinity_scale * np.einsum("ij,ij->i", theta, world["target"][camp])
-             + rng.normal(0.0, spec.label_noise, size=n))
-    logit += _calibrated_bias(logit, camp, world["rate"])[camp]
-    cols[schema.LABEL] = _draw_labels(_sigmoid(logit), camp, is_test, rng)
-    cols[schema.AID] = camp.astype(np.int64)
-    for name, per_campaign in world["ad"].items():
-        cols[name] = per_campaign.astype(np.int64)[camp]
-
-    stage2 = _stage2_mask(camp, cols[schema.LABEL], sizes, spec.stage2_fraction, rng)
-    positives = np.bincount(camp, weights=cols[schema.LABEL], minlength=len(sizes))
-    hot = (positives > spec.hot_threshold)[camp]
-    row_ids = rng.permutation(n).astype(np.int64)  # rows of all files interleave, like source row numbers
-    test = is_test[camp]
-    masks = {
-        "train": ~test,
-        "test_hot_stage1": test & hot & ~stage2,
-        "test_hot_stage2": test & hot & stage2,
-        "test_cold_stage1": test & ~hot & ~stage2,
-        "test_cold_stage2": test & ~hot & stage2,
-    }
-    return {key: _frame(cols, row_ids, np.flatnonzero(masks[key])) for key in FRAME_KEYS}
+    d = draw(spec, seed)
+    return {key: _frame(_take(d.columns, rows), d.row_id[rows]) for key, rows in split_rows(d).items()}
 
 
-def layout_paths(out_dir):
-    """Where write_paddlerec_layout puts each frame: hot test campaigns in test/, as upstream."""
-    return {
-        "train": os.path.join(out_dir, "train", schema.TRAIN_FILE),
-        "test_hot_stage1": os.path.join(out_dir, "test", schema.TEST_SEED_FILE),
-        "test_hot_stage2": os.path.join(out_dir, "test", schema.TEST_CANDIDATE_FILE),
-        "test_cold_stage1": os.path.join(out_dir, "test_cold", schema.TEST_SEED_FILE),
-        "test_cold_stage2": os.path.join(out_dir, "test_cold", schema.TEST_CANDIDATE_FILE),
-    }
+def _frame(columns, index):
+    """DataFrame of schema columns (int64; a sequence cell is a 1-D int64 array), indexed by row id."""
+    data = {}
+    for name in schema.ALL_COLUMNS:
+        values = columns[name].astype(np.int64)
+        if values.ndim == 2:
+            values = np.fromiter(iter(values), dtype=object, count=len(values))
+        data[name] = values
+    return pd.DataFrame(data, index=pd.Index(np.asarray(index, dtype=np.int64)))
+
+
+def write_frame(path, columns, index, progress=None):
+    """Atomically pickle the DataFrame of `columns` (schema column -> values) with row ids `index`.
+
+    Large files are streamed: the pickle calls ``pandas.DataFrame({column: values}, index)`` when
+    loaded, and its sequence cells are written a batch at a time, so the frame never exists here.
+    Either way ``pandas.read_pickle`` returns the same DataFrame.
+    """
+    if len(index) <= TO_PICKLE_MAX_ROWS:
+        frame = _frame(columns, index)
+        _write_atomically(path, lambda file: frame.to_pickle(file, compression=None))
+    else:
+        _write_atomically(path, lambda file: _stream_frame_pickle(file, columns, index, progress))
+
+
+def _write_atomically(path, write):
+    """Call write(file) on a temporary file that replaces `path` only once complete."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".pkl.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private; give it open()'s permissions
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _stream_frame_pickle(file, columns, index, progress):
+    """Write the pickle of write_frame from fragments of one pickler (protocol 3: no framing).
+
+    The pickler runs in fast mode (no memo, so nothing it writes stays referenced), except for
+    a first int64 array: its memo entries for numpy's reconstruct function, ndarray and dtype
+    then stand for those in every later array. A sequence cell is a template pickled from a
+    probe array with the cell's bytes in place of the probe's, ~25 bytes beyond the data.
+    """
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=3)
+
+    def fragment(obj, memoize=False):
+        buffer.seek(0)
+        buffer.truncate()
+        pickler.fast = not memoize
+        pickler.dump(obj)
+        return buffer.getvalue()[2:-1]  # without the PROTO header and the STOP
+
+    file.write(pickle.PROTO + bytes([3]))
+    file.write(fragment(np.zeros(1, np.int64), memoize=True) + pickle.POP)
+    file.write(fragment(pd.DataFrame) + pickle.EMPTY_DICT + pickle.MARK)
+    total = sum(np.shape(columns[name])[0] for name in schema.SEQUENCE_COLUMNS)
+    done = 0
+    for name in schema.ALL_COLUMNS:
+        values = columns[name]
+        file.write(fragment(name))
+        if values.ndim == 1:
+            file.write(fragment(values.astype(np.int64)))
+            continue
+        head, tail = _cell_template(values.shape[1], fragment)
+        file.write(pickle.EMPTY_LIST)
+        for start in range(0, len(values), CELL_BATCH):
+            block = values[start:start + CELL_BATCH].astype(np.int64)
+            cells = np.empty((len(block), len(head) + block[0].nbytes + len(tail)), np.uint8)
+            cells[:, :len(head)] = np.frombuffer(head, np.uint8)
+            cells[:, len(head):cells.shape[1] - len(tail)] = block.view(np.uint8)
+            cells[:, cells.shape[1] - len(tail):] = np.frombuffer(tail, np.uint8)
+            file.write(pickle.MARK + cells.tobytes() + pickle.APPENDS)
+            done += len(block)
+            if progress:
+                progress(done, total)
+    index = pd.Index(np.asarray(index, dtype=np.int64))
+    file.write(pickle.SETITEMS + fragment(index) + pickle.TUPLE2 + pickle.REDUCE + pickle.STOP)
+
+
+def _cell_template(width, fragment):
+    """The pickled bytes of an int64 array of `width`, split around where its data goes."""
+    probe = np.arange(width, dtype=np.int64) + 0x0102030405060708  # bytes found nowhere else
+    pickled = fragment(probe)
+    assert pickled.count(probe.tobytes()) == 1, "numpy pickles arrays in an unexpected form"
+    head, tail = pickled.split(probe.tobytes())
+    return head, tail
+
+
+def layout_paths(out_dir, layout="paddlerec"):
+    """{FRAME_KEYS item: path} of a folder layout (LAYOUTS)."""
+    return {key: os.path.join(out_dir, *relative.split("/")) for key, relative in LAYOUTS[layout].items()}
 
 
 def write_paddlerec_layout(frames, out_dir):
-    """Pickle each frame to its layout path atomically; returns {key: path}."""
+    """Pickle each frame of ``generate`` to its paddlerec layout path; returns {key: path}."""
     paths = layout_paths(out_dir)
     for key, path in paths.items():
-        directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".pkl.tmp", dir=directory)
-        os.close(fd)
-        try:
-            frames[key].to_pickle(tmp, compression=None)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        _write_atomically(path, lambda file, frame=frames[key]: frame.to_pickle(file, compression=None))
     return paths
+
+
+# The raw files of the 2018 Tencent Look-alike competition, preliminary round.
+RAW_FILES = {"ads": "adFeature.csv", "users": "userFeature.data",
+             "seeds": "train.csv", "candidates": "test1_truth.csv"}
+RAW_AD_COLUMNS = ["aid", "advertiserId", "campaignId", "creativeId", "creativeSize",
+                  "adCategoryId", "productId", "productType"]
+USER_LINES_BATCH = 100_000
+
+
+def write_raw(d, out_dir, progress=None):
+    """Write a draw as the four raw competition files in out_dir; returns {RAW_FILES key: path}.
+
+    Campaign c is aid c + 1 and every row is its own user, uid = row id + 1. Each campaign's
+    stage-1 rows go to train.csv (with a header) and its stage-2 rows to test1_truth.csv (without),
+    labels 1 / -1, in row-id order: tools/preprocess_raw.py splits the campaigns itself, as the
+    authors' script does. A user's line leaves out its empty sequence fields, as the real file does.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {key: os.path.join(out_dir, name) for key, name in RAW_FILES.items()}
+    aids = np.arange(1, len(d.is_test) + 1)
+    ads = pd.DataFrame({"aid": aids, "creativeId": aids, **d.ad})
+    ads[RAW_AD_COLUMNS].to_csv(paths["ads"], index=False)
+
+    by_row_id = np.empty_like(d.row_id)
+    by_row_id[d.row_id] = np.arange(len(d.row_id))
+    for key, in_stage2 in (("seeds", False), ("candidates", True)):
+        rows = by_row_id[d.stage2[by_row_id] == in_stage2]
+        labelled = pd.DataFrame({"aid": d.columns[schema.AID][rows] + 1, "uid": d.row_id[rows] + 1,
+                                 "label": np.where(d.columns[schema.LABEL][rows] == 1, 1, -1)})
+        labelled.to_csv(paths[key], index=False, header=key == "seeds")
+
+    with open(paths["users"], "w") as file:
+        for start in range(0, len(by_row_id), USER_LINES_BATCH):
+            rows = by_row_id[start:start + USER_LINES_BATCH]
+            file.writelines(_user_lines(d.columns, rows, first_uid=start + 1))
+            if progress:
+                progress(start + len(rows), len(by_row_id))
+    return paths
+
+
+def _user_lines(columns, rows, first_uid):
+    """userFeature.data lines ('uid 7|age 3|interest1 12 40|...') of the given rows, uid counting up."""
+    static = [(name, columns[name][rows].tolist()) for name in schema.STATIC_COLUMNS]
+    sequences = [(f.name, columns[f.name][rows].tolist(), columns[f.length_column][rows].tolist())
+                 for f in schema.SEQUENCE_FIELDS]
+    lines = []
+    for i in range(len(rows)):
+        parts = ["uid %d" % (first_uid + i)]
+        parts.extend("%s %d" % (name, values[i]) for name, values in static)
+        parts.extend("%s %s" % (name, " ".join(map(str, tokens[i][:lengths[i]])))
+                     for name, tokens, lengths in sequences if lengths[i])
+        lines.append("|".join(parts) + "\n")
+    return lines
+
+
+def progress_printer(label):
+    """A progress(done, total) callback that redraws '<label>: NN%' on stderr."""
+    def progress(done, total):
+        end = "\n" if done >= total else ""
+        print("\r%s: %3d%%" % (label, 100 * done // max(total, 1)), end=end, file=sys.stderr, flush=True)
+    return progress
+
+
+def _summary(path, columns, rows):
+    labels = columns[schema.LABEL][rows]
+    rate = labels.mean() if len(rows) else float("nan")
+    campaigns = len(np.unique(columns[schema.AID][rows]))
+    return "%s: %d rows, %d campaigns, positive rate %.4f" % (path, len(rows), campaigns, rate)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="sample")
     parser.add_argument("--seed", type=int, default=2021)
-    parser.add_argument("--out", default=os.path.join(REPO_ROOT, "data"))
+    parser.add_argument("--out", help="output folder; default: %s, or datasets/raw/<preset> with --raw"
+                        % ", ".join("%s for %s" % (out, p) for p, out in DEFAULT_OUT.items()))
+    parser.add_argument("--threshold", type=int, metavar="T",
+                        help="a test campaign with more than T positive rows (both stages) is hot; "
+                             "default: the preset's (%s)"
+                             % ", ".join("%s %d" % (p, s.hot_threshold) for p, s in PRESETS.items()))
+    parser.add_argument("--layout", choices=sorted(LAYOUTS),
+                        help="folder layout; default: %s"
+                        % ", ".join("%s for %s" % (lay, p) for p, lay in DEFAULT_LAYOUT.items()))
+    parser.add_argument("--raw", action="store_true",
+                        help="write the raw competition files (input of tools/preprocess_raw.py) instead")
     args = parser.parse_args(argv)
+    if args.raw and (args.threshold is not None or args.layout):
+        parser.error("--threshold and --layout apply to the pickles; "
+                     "with --raw, give them to tools/preprocess_raw.py")
+    spec = PRESETS[args.preset]
+    if args.threshold is not None:
+        spec = dataclasses.replace(spec, hot_threshold=args.threshold)
+    default_out = "datasets/raw/" + args.preset if args.raw else DEFAULT_OUT[args.preset]
+    out = args.out or os.path.join(REPO_ROOT, *default_out.split("/"))
 
     start = time.time()
-    frames = generate(PRESETS[args.preset], args.seed)
-    paths = write_paddlerec_layout(frames, args.out)
-    for key, path in paths.items():
-        df = frames[key]
-        rate = df[schema.LABEL].mean() if len(df) else float("nan")
-        print(f"{path}: {len(df)} rows, {df[schema.AID].nunique()} campaigns, positive rate {rate:.4f}")
-    print(f"elapsed {time.time() - start:.2f}s")
+    d = draw(spec, args.seed, progress=progress_printer("drawing %s" % args.preset))
+    if args.raw:
+        paths = write_raw(d, out, progress_printer("writing " + RAW_FILES["users"]))
+        for path in paths.values():
+            print("%s: %.1f MB" % (path, os.path.getsize(path) / 1e6))
+        print("%d rows in %d campaigns, %d stage 2" % (len(d.stage2), len(d.is_test), d.stage2.sum()))
+    else:
+        paths = layout_paths(out, args.layout or DEFAULT_LAYOUT[args.preset])
+        for key, rows in split_rows(d).items():
+            write_frame(paths[key], _take(d.columns, rows), d.row_id[rows],
+                        progress_printer("writing " + os.path.relpath(paths[key], out)))
+            print(_summary(paths[key], d.columns, rows))
+        test_hot = d.hot[d.is_test]
+        print("test campaigns: %d hot, %d cold (T = %d positive rows)"
+              % (test_hot.sum(), (~test_hot).sum(), spec.hot_threshold))
+    print("elapsed %.1fs" % (time.time() - start))
 
 
 if __name__ == "__main__":
