@@ -30,7 +30,6 @@ import io
 import os
 import pickle
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -41,6 +40,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 import schema  # noqa: E402
+from atomic_files import replacing  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -382,28 +382,11 @@ def write_frame(path, columns, index, progress=None):
     loaded, and its sequence cells are written a batch at a time, so the frame never exists here.
     Either way ``pandas.read_pickle`` returns the same DataFrame.
     """
-    if len(index) <= TO_PICKLE_MAX_ROWS:
-        frame = _frame(columns, index)
-        _write_atomically(path, lambda file: frame.to_pickle(file, compression=None))
-    else:
-        _write_atomically(path, lambda file: _stream_frame_pickle(file, columns, index, progress))
-
-
-def _write_atomically(path, write):
-    """Call write(file) on a temporary file that replaces `path` only once complete."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".pkl.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's file is private; give it open()'s permissions
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with replacing(path) as temporary, open(temporary, "wb") as file:
+        if len(index) <= TO_PICKLE_MAX_ROWS:
+            _frame(columns, index).to_pickle(file, compression=None)
+        else:
+            _stream_frame_pickle(file, columns, index, progress)
 
 
 def _stream_frame_pickle(file, columns, index, progress):
@@ -469,7 +452,8 @@ def write_paddlerec_layout(frames, out_dir):
     """Pickle each frame of ``generate`` to its paddlerec layout path; returns {key: path}."""
     paths = layout_paths(out_dir)
     for key, path in paths.items():
-        _write_atomically(path, lambda file, frame=frames[key]: frame.to_pickle(file, compression=None))
+        with replacing(path) as temporary:
+            frames[key].to_pickle(temporary, compression=None)
     return paths
 
 
