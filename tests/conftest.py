@@ -10,6 +10,7 @@ for path in (ROOT, os.path.join(ROOT, "tools")):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+import bench  # noqa: E402
 import schema  # noqa: E402
 
 # Small vocabularies keep unit tests fast; the maths does not depend on the sizes.
@@ -21,17 +22,7 @@ SHARED_FIXTURE = os.path.join(ROOT, "..", "shared", "fixtures", "paddlerec_sampl
 
 def random_inputs(rng, batch, max_idxs=SMALL_MAX_IDXS, leading=()):
     """Random (static, sequence, lengths, ad) int64 arrays within `max_idxs`."""
-    static_max, sequence_max, ad_max = max_idxs
-    shape = tuple(leading) + (batch,)
-    static = np.stack([rng.integers(0, m + 1, shape) for m in static_max], axis=-1)
-    sequence = np.concatenate(
-        [rng.integers(0, m + 1, shape + (f.width,))
-         for f, m in zip(schema.SEQUENCE_FIELDS, sequence_max)], axis=-1)
-    lengths = np.stack([rng.integers(0, f.width + 1, shape) for f in schema.SEQUENCE_FIELDS],
-                       axis=-1)
-    ad = np.stack([rng.integers(0, m + 1, shape) for m in ad_max], axis=-1)
-    return [static, sequence, lengths, ad]
-
+    return bench.random_inputs(rng, tuple(leading) + (batch,), max_idxs)
 
 def frame(rng, rows=12, aids=3):
     """A schema-conforming DataFrame of random rows."""

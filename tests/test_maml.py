@@ -7,6 +7,7 @@ import pytest
 import maml
 import net
 from conftest import SMALL_MAX_IDXS, random_inputs
+from bench import full_table_meta_loss
 from dygraph_model import DygraphModel
 
 LOCAL_LR = 0.05  # large, so that a wrong inner step would show
@@ -28,26 +29,11 @@ def task_batch(rng, tasks=3, batch=16):
     return sx, sy, qx, qy
 
 
-def full_table_meta_loss(model, sx, sy, qx, qy, lr):
-    """Upstream's recipe: backward the support loss, fast = w - lr * w.grad on every
-    parameter (full tables included), then the query loss with the fast weights."""
-    params = dict(model.named_parameters())
-    losses = []
-    for t in range(len(sy)):
-        model.clear_gradients()
-        support = F.binary_cross_entropy(model(*tensors([x[t] for x in sx])), paddle.to_tensor(sy[t]))
-        support.backward()
-        fast = {n: p - lr * p.grad.detach().clone() for n, p in params.items()}
-        model.clear_gradients()
-        query = model(*tensors([x[t] for x in qx]), weights=fast)
-        losses.append(F.binary_cross_entropy(query, paddle.to_tensor(qy[t])))
-    return paddle.stack(losses).mean()
-
-
 def test_meta_step_matches_full_table_reference(rng):
     ours, reference = make_net(), make_net()
     sx, sy, qx, qy = task_batch(rng)
-    ref_loss = full_table_meta_loss(reference, sx, sy, qx, qy, LOCAL_LR)
+    ref_loss = full_table_meta_loss(reference, tensors(sx), paddle.to_tensor(sy), tensors(qx),
+                                    paddle.to_tensor(qy), LOCAL_LR)
     ref_loss.backward()
     loss, predictions = maml.meta_step(ours, tensors(sx), paddle.to_tensor(sy), tensors(qx),
                                        paddle.to_tensor(qy), LOCAL_LR)
