@@ -11,6 +11,12 @@ start from those weights, fine-tune ``infer_train_epoch`` epochs with Adam
 folder, prints a table, and writes the report of ``report.py`` to
 ``<runner.infer_output_dir>/<epoch>`` (default ``<infer_load_path>/infer/<epoch>``).
 
+Launched as several processes by ``python -m paddle.distributed.launch`` with
+``runner.use_fleet: True``, the campaigns of a folder are dealt in ascending aid
+order, each to the rank with the fewest rows to process so far; each rank fine-tunes
+and scores its own, and rank 0 gathers them, computes the metrics and writes the
+report. Seed rows are shuffled exactly as in one process, so the results are the same.
+
 Each campaign is fine-tuned on copies of only the embedding rows its rows use:
 a fresh Adam never moves a row whose gradient has always been zero, so this
 equals fine-tuning the full model, without copying or reloading the full tables.
@@ -27,6 +33,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import paddle  # noqa: E402
 
+from utils import distributed  # noqa: E402
 from utils.config import ConfigError, apply_overrides, load_yaml, settings  # noqa: E402
 from utils.save_load import CheckpointError, load_model  # noqa: E402
 from utils.utils_single import create_dataset, load_dy_model_class, set_device  # noqa: E402
@@ -86,27 +93,47 @@ def score(net, inputs, batch_size):
                                for start in range(0, len(inputs[0]), batch_size)])
 
 
-def evaluate(model_class, net, dataset, config, epoch, test_set):
-    """Score, adapt to and score again every campaign of one test folder."""
+def evaluate(model_class, net, dataset, config, epoch, test_set, ranks=distributed.Ranks()):
+    """Score, adapt to and score again every campaign of one test folder.
+
+    Each campaign goes to the rank with the fewest rows to process so far; rank 0
+    returns the folder's TestSetResult, the other ranks None.
+    """
     batch_size = settings.get(config, "hyper_parameters.batch_size")
-    pooled, _ = model_class.create_metrics()
-    campaigns, predictions = [], []
+    epochs = settings.get(config, "runner.infer_train_epoch")
+    loads = np.zeros(ranks.size)
+    mine = []
+    # Every rank reads every campaign (the reader shuffles seed rows from one stream),
+    # so all ranks see the same sizes and agree on the owners.
     for index, (aid, seed_x, seed_y, candidate_x, candidate_y, row_ids) in enumerate(dataset):
+        owner = int(np.argmin(loads))  # the first of the least loaded
+        # Fine-tuning passes over the seed rows, plus about one for the two scorings.
+        loads[owner] += epochs * len(seed_y) + len(candidate_y)
+        if owner != ranks.rank:
+            continue
         start = time.time()
         aid = int(aid[0])
         before = score(net, candidate_x, batch_size)
-        after = adapt_and_score(model_class, net, config, seed_x, seed_y, candidate_x, candidate_y,
-                                pooled)
+        after = adapt_and_score(model_class, net, config, seed_x, seed_y, candidate_x, candidate_y)
         row = {"aid": aid, "seed_rows": len(seed_y),
                **metrics.campaign_metrics(candidate_y, after, before)}
-        campaigns.append(row)
-        predictions.append(pd.DataFrame({"test_set": test_set, "aid": aid, "row_id": row_ids,
-                                         "label": candidate_y.astype(int), "score": after}))
+        mine.append((index, row, row_ids, candidate_y, after))
         logger.info("epoch: %d, %s, campaign %d/%d, aid: %d, seed rows: %d, candidates: %d "
                     "(%d positive), AUC: %s (before fine-tuning: %s), time: %.2f s",
                     epoch, test_set, index + 1, len(dataset), aid, row["seed_rows"],
                     row["candidate_rows"], row["positives"], _auc_text(row["auc"]),
                     _auc_text(row["auc_before"]), time.time() - start)
+    scored = sorted((c for part in ranks.gather(mine) for c in part), key=lambda c: c[0])
+    if not ranks.main:
+        return None
+    pooled, _ = model_class.create_metrics()
+    campaigns, predictions = [], []
+    for _, row, row_ids, labels, scores in scored:
+        pooled[0].update(scores, labels)
+        campaigns.append(row)
+        predictions.append(pd.DataFrame({"test_set": test_set, "aid": row["aid"],
+                                         "row_id": row_ids, "label": labels.astype(int),
+                                         "score": scores}))
     return report.TestSetResult(test_set, epoch, campaigns, pd.concat(predictions),
                                 pooled[0].accumulate(), getattr(dataset, "skipped", {}))
 
@@ -136,6 +163,7 @@ def main(args):
     run = lambda key: settings.get(config, "runner." + key)  # noqa: E731
     paddle.seed(run("seed"))
     set_device(config)
+    ranks = distributed.start(config)
     model_class = load_dy_model_class(config["config_abs_dir"])
     net = model_class.create_model(config)
     net.eval()
@@ -151,18 +179,22 @@ def main(args):
         epoch_results = []
         for test_set, dataset in datasets.items():
             start = time.time()
-            result = evaluate(model_class, net, dataset, config, epoch, test_set)
+            result = evaluate(model_class, net, dataset, config, epoch, test_set, ranks)
+            if not ranks.main:
+                continue
             s = result.summary
             logger.info("epoch: %d done, %s: pooled AUC: %s, GAUC: %s over %d campaigns, "
                         "one-class campaigns (not in GAUC): %s, time: %.2f s",
                         epoch, test_set, _auc_text(s["pooled_auc"]), _auc_text(s["gauc"]),
                         s["campaigns"], s["one_class_campaigns"] or "none", time.time() - start)
             epoch_results.append(result)
-        directory = output_dir(config, epoch)
-        report.write(directory, config, checkpoint, epoch_results)
-        logger.info("epoch: %d report written to %s", epoch, directory)
+        if ranks.main:
+            directory = output_dir(config, epoch)
+            report.write(directory, config, checkpoint, epoch_results)
+            logger.info("epoch: %d report written to %s", epoch, directory)
         results.extend(epoch_results)
-    print("\n" + report.table(results))
+    if ranks.main:
+        print("\n" + report.table(results))
     return results
 
 

@@ -8,6 +8,13 @@ proportional to their row count and with replacement, as upstream PaddleRec;
 support and a query batch of ``batch_size`` rows drawn independently. Epoch e
 draws from a stream seeded by (``runner.seed``, e): epochs differ, runs repeat, and
 a run resumed at epoch e (``set_epoch``) draws what the uninterrupted run drew.
+
+Under data parallelism (``shard``) every rank draws the same meta-batches of
+``task_count x world_size`` tasks from that stream and keeps its own ``task_count``
+of them: the ranks together see exactly what one process with ``task_count x
+world_size`` sees, and no campaign repeats across ranks when ``sample_replace`` is
+false. An epoch then has ``ceil(rows / (batch_size x world_size))`` meta-steps, so
+it draws as many tasks as a one-process epoch with ``task_count``.
 """
 import logging
 
@@ -38,12 +45,7 @@ class RecDataset(IterableDataset):
         options = meta_options.read(config)
         self.campaign_probability = meta_options.task_probabilities(sizes, options.sample_method)
         self.sample_replace = options.sample_replace
-        if not self.sample_replace and self.task_count > len(self.aids):
-            raise settings.ConfigError(
-                "hyper_parameters.sample_replace is false, so hyper_parameters.task_count=%d "
-                "needs as many training campaigns; the data has %d"
-                % (self.task_count, len(self.aids)))
-        self.batches_per_epoch = int(np.ceil(len(self.data) / self.batch_size))
+        self.shard(0, 1)
         small = self.aids[sizes < self.batch_size]
         if len(small):
             logger.warning("%d of %d campaigns have fewer rows than batch_size=%d (aids %s); "
@@ -51,6 +53,17 @@ class RecDataset(IterableDataset):
                            len(small), len(self.aids), self.batch_size, small[:10].tolist())
         self.seed = settings.get(config, "runner.seed")
         self.epoch = 0
+
+    def shard(self, rank, world_size):
+        """Yield rank `rank`'s tasks of a data-parallel run over `world_size` ranks."""
+        tasks = self.task_count * world_size
+        if not self.sample_replace and tasks > len(self.aids):
+            raise settings.ConfigError(
+                "hyper_parameters.sample_replace is false, so hyper_parameters.task_count=%d "
+                "x %d rank(s) needs as many training campaigns; the data has %d"
+                % (self.task_count, world_size, len(self.aids)))
+        self.rank, self.world_size = rank, world_size
+        self.batches_per_epoch = int(np.ceil(len(self.data) / (self.batch_size * world_size)))
 
     def set_epoch(self, epoch):
         """Make the next pass draw epoch `epoch`'s tasks (passes count up by themselves)."""
@@ -62,11 +75,13 @@ class RecDataset(IterableDataset):
     def __iter__(self):
         self.rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
+        mine = slice(self.rank * self.task_count, (self.rank + 1) * self.task_count)
         for _ in range(self.batches_per_epoch):
-            tasks = self.rng.choice(len(self.aids), size=self.task_count,
+            tasks = self.rng.choice(len(self.aids), size=self.task_count * self.world_size,
                                     replace=self.sample_replace, p=self.campaign_probability)
-            support = np.stack([self._draw(t) for t in tasks])
-            query = np.stack([self._draw(t) for t in tasks])
+            # Every rank makes every draw, so the stream stays the one-process stream.
+            support = np.stack([self._draw(t) for t in tasks])[mine]
+            query = np.stack([self._draw(t) for t in tasks])[mine]
             yield [self.data.features(support), self.data.label[support],
                    self.data.features(query), self.data.label[query]]
 
