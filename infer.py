@@ -31,9 +31,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "too
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from utils import distributed  # noqa: E402  (first: utils quiets Paddle's import warning)
 import paddle  # noqa: E402
-
-from utils import distributed  # noqa: E402
 from utils.config import ConfigError, apply_overrides, load_yaml, settings  # noqa: E402
 from utils.save_load import CheckpointError, load_model  # noqa: E402
 from utils.utils_single import create_dataset, load_dy_model_class, set_device  # noqa: E402

@@ -21,9 +21,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from utils import distributed  # noqa: E402  (first: utils quiets Paddle's import warning)
 import paddle  # noqa: E402
-
-from utils import distributed  # noqa: E402
 from utils.config import ConfigError, apply_overrides, load_yaml, settings  # noqa: E402
 from utils.save_load import CheckpointError, load_model, save_model  # noqa: E402
 from utils.utils_single import create_data_loader, load_dy_model_class, set_device  # noqa: E402

@@ -1,6 +1,10 @@
 """Helpers of tools/trainer.py and infer.py; the model folder above tools/ goes on the path."""
 import os
 import sys
+import warnings
+
+# Paddle warns at import that ccache (a C++ build cache) is missing; nothing here compiles.
+warnings.filterwarnings("ignore", message="No ccache found")
 
 MODEL_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if MODEL_DIR not in sys.path:
