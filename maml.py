@@ -2,12 +2,13 @@
 
 A task reads only a few hundred rows of each embedding table, yet a full-table
 inner step would build a full-size fast copy of every table (the largest has
-263,313 rows). ``localize`` gathers just the rows the given batches use into small
-tables and remaps the ids to index them. Because the support loss has zero
-gradient on every other row, the inner step on the small tables gives the same
-fast weights on every row a query reads, and the outer gradient flows back to the
-full tables through the gather: the same maths at a cost independent of the
-vocabulary size (tests/test_maml.py checks it against the full-table formulation).
+263,313 rows). ``localize`` gathers just the rows a task's batches use, from every
+table, into one small table and remaps the ids to index it. Because the support
+loss has zero gradient on every other row, the inner step on the small table gives
+the same fast weights on every row a query reads. The outer gradient of the small
+table is added into the full tables' gradients, row by row, when ``backward`` reaches
+it: the same maths at a cost independent of the vocabulary size
+(tests/test_maml.py checks it against the full-table formulation).
 
 ``hyper_parameters.meta_order`` chooses how the outer gradient treats the inner
 steps: 1 (upstream PaddleRec) takes each support gradient as a constant; 2
@@ -21,28 +22,55 @@ import paddle
 import paddle.nn.functional as F
 from paddle.framework import core
 
-from net import TABLE_INPUTS
+from net import FIELD_COLUMNS, LOCAL_TABLE, packed_ids, split_ids
 
 
 def localize(net, weights, batches):
-    """Swap each table in `weights` for the rows that `batches` use.
+    """Replace the tables in `weights` by one table of the rows that `batches` use.
 
     `batches` is a list of input lists (static, sequence, lengths, ad) of any
-    leading shape. Returns the weights with task-local tables (gathered, so
-    gradients reach the full tables) and the batches with ids remapped.
+    leading shape. Returns the weights with ``LOCAL_TABLE`` in place of the
+    embedding tables, and the batches with ids remapped to index it. The local
+    table is a leaf: ``backward`` adds its gradient into the gradients of the
+    full tables it was gathered from (Paddle's gather would instead build a
+    zero gradient of the full size for every table and task).
     """
+    names = net.table_names()
     arrays = [[np.asarray(x) for x in batch] for batch in batches]
-    remapped = [[a.copy() for a in batch] for batch in arrays]
-    local = dict(weights)
-    for name, (which, cols) in zip(net.table_names(), TABLE_INPUTS):
-        blocks = [batch[which][..., cols] for batch in arrays]
-        used, local_ids = np.unique(np.concatenate([b.ravel() for b in blocks]),
-                                    return_inverse=True)
-        local[name] = paddle.gather(weights[name], paddle.to_tensor(used))
-        bounds = np.cumsum([0] + [b.size for b in blocks])
-        for batch, block, start in zip(remapped, blocks, bounds):
-            batch[which][..., cols] = local_ids[start:start + block.size].reshape(block.shape)
-    return local, [[paddle.to_tensor(a) for a in batch] for batch in remapped]
+    ids = [packed_ids(static, sequence, ad) for static, sequence, _, ad in arrays]
+    # Number the rows of all tables consecutively, so one np.unique finds them all.
+    sizes = [weights[name].shape[0] for name in names]
+    offsets = np.cumsum([0] + sizes)
+    column_offset = np.zeros(ids[0].shape[-1], dtype=np.int64)
+    for cols, offset in zip(FIELD_COLUMNS, offsets):
+        column_offset[cols] = offset
+    used, local_ids = np.unique(np.concatenate([(i + column_offset).ravel() for i in ids]),
+                                return_inverse=True)
+    bounds = np.searchsorted(used, offsets)
+    rows = [paddle.to_tensor(used[lo:hi] - offset)
+            for lo, hi, offset in zip(bounds[:-1], bounds[1:], offsets)]
+    with paddle.no_grad():
+        table = paddle.concat([paddle.gather(weights[name], r) for name, r in zip(names, rows)])
+    table.stop_gradient = False
+    full_tables = [weights[name] for name in names]
+    table.register_hook(lambda grad: _add_rows(full_tables, rows, bounds, grad))
+    local = {name: value for name, value in weights.items() if name not in set(names)}
+    local[LOCAL_TABLE] = table
+    remapped, start = [], 0
+    for batch, block in zip(arrays, ids):
+        static, sequence, ad = split_ids(local_ids[start:start + block.size].reshape(block.shape))
+        start += block.size
+        remapped.append([paddle.to_tensor(x) for x in (static, sequence, batch[2], ad)])
+    return local, remapped
+
+
+def _add_rows(full_tables, rows, bounds, grad):
+    """Add the local table's gradient `grad` into the full tables' gradients."""
+    for table, table_rows, lo, hi in zip(full_tables, rows, bounds[:-1], bounds[1:]):
+        if hi > lo:
+            if table.grad is None:
+                table.grad = paddle.zeros_like(table)
+            table.grad.index_add_(table_rows, 0, grad[lo:hi])
 
 
 def leaf_copies(weights):
@@ -110,12 +138,13 @@ def meta_step(net, support_x, support_y, query_x, query_y, local_lr, order=1, in
     Returns the mean query loss (to be minimised by the outer optimizer) and the
     query predictions, T x B.
     """
-    weights, (support_x, query_x) = localize(net, net.weights(), [support_x, query_x])
     losses, predictions = [], []
     for task in range(support_y.shape[0]):
-        fast = adapt(net, weights, [x[task] for x in support_x], support_y[task], local_lr,
-                     order, inner_steps)
-        prediction = net(*[x[task] for x in query_x], weights=fast)
+        # Each task its own local table: the inner step then updates only its rows.
+        weights, (support, query) = localize(
+            net, net.weights(), [[x[task] for x in support_x], [x[task] for x in query_x]])
+        fast = adapt(net, weights, support, support_y[task], local_lr, order, inner_steps)
+        prediction = net(*query, weights=fast)
         losses.append(F.binary_cross_entropy(prediction, query_y[task]))
         predictions.append(prediction)
     return paddle.stack(losses).mean(), paddle.stack(predictions)

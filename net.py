@@ -3,28 +3,65 @@
 The forward pass is functional: every weight is looked up by parameter name in a
 ``weights`` dict, which defaults to the layer's own parameters. The MAML inner loop
 passes adapted ("fast") weights in that dict instead of storing them on the
-parameters, so no state survives a step. An entry may also replace a full
-embedding table by a task-local table of some of its rows, with the ids remapped
-to index it (see ``maml.localize``). ``lookup(ids, table)`` indexes the tables;
-second-order MAML passes one built from ops with a second derivative, which
-Paddle's embedding op lacks (see ``maml.second_order_step``).
+parameters, so no state survives a step. In place of the full embedding tables the
+dict may hold one task-local table, ``LOCAL_TABLE``: the rows of every table that
+a batch uses, stacked, with the batch's ids remapped to index it (see
+``maml.localize``). ``lookup(ids, table)`` indexes the tables; second-order MAML
+passes one built from ops with a second derivative, which Paddle's embedding op
+lacks (see ``maml.second_order_step``).
 
 Inputs are four integer tensors of batch size B: static ids ``B x 7``, sequence
 ids ``B x 50`` (the fields side by side, widths from the schema), sequence lengths
 ``B x 7`` and ad ids ``B x 6``. The output is the click probability, ``B``.
 """
+import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
 import schema
 
-# Which input tensor and which of its columns each embedding table reads, in
-# table order (static, sequence, ad). Inputs: 0 static, 1 sequence, 2 lengths, 3 ad.
-TABLE_INPUTS = (
-    [(0, slice(i, i + 1)) for i in range(len(schema.STATIC_FIELDS))]
-    + [(1, cols) for cols in schema.SEQUENCE_SLICES]
-    + [(3, slice(i, i + 1)) for i in range(len(schema.AD_FIELDS))])
+LOCAL_TABLE = "local_table"
+
+# The id columns side by side: static (7), sequence (50), ad (6). FIELD_COLUMNS
+# holds each embedding table's columns of it, in table order (static, sequence, ad).
+N_STATIC = len(schema.STATIC_FIELDS)
+N_SEQUENCE = len(schema.SEQUENCE_FIELDS)
+_SEQUENCE_START = N_STATIC
+_AD_START = _SEQUENCE_START + schema.SEQUENCE_TOTAL_WIDTH
+FIELD_COLUMNS = (
+    [slice(i, i + 1) for i in range(N_STATIC)]
+    + [slice(_SEQUENCE_START + s.start, _SEQUENCE_START + s.stop) for s in schema.SEQUENCE_SLICES]
+    + [slice(_AD_START + i, _AD_START + i + 1) for i in range(len(schema.AD_FIELDS))])
+ID_COLUMNS = _AD_START + len(schema.AD_FIELDS)
+
+# Sequence pooling as a matrix: column c of the sequence block belongs to field
+# SEQUENCE_FIELD_OF[c], at position SEQUENCE_POSITION[c] within it.
+SEQUENCE_FIELD_OF = np.repeat(np.arange(N_SEQUENCE), schema.SEQUENCE_WIDTHS)
+SEQUENCE_POSITION = np.concatenate([np.arange(w) for w in schema.SEQUENCE_WIDTHS])
+
+
+def packed_ids(static_ids, sequence_ids, ad_ids):
+    """The id columns side by side (NumPy or Paddle), as FIELD_COLUMNS indexes them."""
+    if isinstance(static_ids, np.ndarray):
+        return np.concatenate([static_ids, sequence_ids, ad_ids], axis=-1)
+    return paddle.concat([static_ids, sequence_ids, ad_ids], axis=-1)
+
+
+def split_ids(ids):
+    """The inverse of ``packed_ids``: (static, sequence, ad) ids."""
+    return ids[..., :_SEQUENCE_START], ids[..., _SEQUENCE_START:_AD_START], ids[..., _AD_START:]
+
+
+def pooling_matrix(lengths, dtype):
+    """B x 7 x 50: row i averages the first lengths[:, i] columns of sequence field i
+    (padding after the length is ignored; an empty sequence pools to zeros)."""
+    lengths = lengths.astype(dtype)
+    per_column = paddle.gather(lengths, paddle.to_tensor(SEQUENCE_FIELD_OF), axis=1)  # B x 50
+    kept = (paddle.to_tensor(SEQUENCE_POSITION).astype(dtype) < per_column).astype(dtype)
+    weight = kept / paddle.clip(per_column, min=1.0)
+    owner = paddle.to_tensor(np.eye(N_SEQUENCE)[:, SEQUENCE_FIELD_OF]).astype(dtype)  # 7 x 50
+    return weight.unsqueeze(1) * owner
 
 
 def _xavier(fan_in, fan_out):
@@ -36,7 +73,7 @@ def _xavier(fan_in, fan_out):
 class MetaHeacNet(nn.Layer):
     def __init__(self, max_idxs, embed_dim, mlp_dims, num_expert, num_output):
         super().__init__()
-        expected = [len(schema.STATIC_FIELDS), len(schema.SEQUENCE_FIELDS), len(schema.AD_FIELDS)]
+        expected = [N_STATIC, N_SEQUENCE, len(schema.AD_FIELDS)]
         if [len(group) for group in max_idxs] != expected:
             raise ValueError(
                 "hyper_parameters.max_idxs must be [static, sequence, ad] lists of %s max ids, "
@@ -49,8 +86,7 @@ class MetaHeacNet(nn.Layer):
         self.sequence_tables = nn.LayerList([nn.Embedding(m + 1, embed_dim) for m in sequence_max])
         self.ad_tables = nn.LayerList([nn.Embedding(m + 1, embed_dim) for m in ad_max])
 
-        user_fields = len(static_max) + len(sequence_max)
-        self.user_dim = user_fields * embed_dim
+        self.user_dim = (N_STATIC + N_SEQUENCE) * embed_dim
         # Gates see the mean user embedding next to the ad field embeddings.
         self.gate_dim = (1 + len(ad_max)) * embed_dim
         hidden = mlp_dims[-1]
@@ -88,49 +124,48 @@ class MetaHeacNet(nn.Layer):
     def forward(self, static_ids, sequence_ids, sequence_lengths, ad_ids, weights=None,
                 lookup=F.embedding):
         w = self.weights() if weights is None else weights
-        tables = [w[name] for name in self.table_names()]
-        n_static = len(self.static_tables)
-        n_sequence = len(self.sequence_tables)
-        static_tables = tables[:n_static]
-        sequence_tables = tables[n_static:n_static + n_sequence]
-        ad_tables = tables[n_static + n_sequence:]
+        if LOCAL_TABLE in w:
+            table = w[LOCAL_TABLE]
+            embedded = [lookup(ids, table) for ids in (static_ids, sequence_ids, ad_ids)]
+        else:
+            # Each group's tables side by side: B x 7 x E, B x 50 x E, B x 6 x E.
+            ids = packed_ids(static_ids, sequence_ids, ad_ids)
+            per_table = [lookup(ids[:, cols], w[name])
+                         for name, cols in zip(self.table_names(), FIELD_COLUMNS)]
+            n_static, n_user = N_STATIC, N_STATIC + N_SEQUENCE
+            embedded = [paddle.concat(tables, axis=1) for tables in (
+                per_table[:n_static], per_table[n_static:n_user], per_table[n_user:])]
+        return self.head(*embedded, sequence_lengths, w)
 
-        static = [lookup(static_ids[:, i], t) for i, t in enumerate(static_tables)]
-        lengths = sequence_lengths.astype("float32")
-        sequence = [
-            self._pooled(lookup(sequence_ids[:, cols], t), lengths[:, i])
-            for i, (cols, t) in enumerate(zip(schema.SEQUENCE_SLICES, sequence_tables))]
-        ad = [lookup(ad_ids[:, i], t) for i, t in enumerate(ad_tables)]
-
-        user = paddle.stack(static + sequence, axis=1)             # B x 14 x E
-        gate_input = paddle.concat(
-            [user.mean(axis=1, keepdim=True), paddle.stack(ad, axis=1)], axis=1)
+    def head(self, static, sequence, ad, sequence_lengths, w):
+        """Click probability from the embedded ids: static B x 7 x E, sequence
+        B x 50 x E, ad B x 6 x E."""
+        batch = static.shape[0]
+        pooled = paddle.matmul(pooling_matrix(sequence_lengths, sequence.dtype), sequence)
+        user = paddle.concat([static, pooled], axis=1)                  # B x 14 x E
+        gate_input = paddle.concat([user.mean(axis=1, keepdim=True), ad], axis=1)
         # reshape rather than flatten: flatten has no second derivative in Paddle.
-        gate_input = gate_input.reshape([gate_input.shape[0], -1])  # B x 7E
-        user = user.reshape([user.shape[0], -1])                    # B x 14E
+        gate_input = gate_input.reshape([batch, -1])                    # B x 7E
+        user = user.reshape([batch, -1])                                # B x 14E
 
-        expert_gate = self._gate(gate_input, w, "expert_gate")      # B x K
-        hidden = user.unsqueeze(0)                                 # 1 x B x 14E
-        for depth in range(self.expert_depth):
+        expert_gate = self._gate(gate_input, w, "expert_gate")          # B x K
+        # The first layer of all experts as one B x 14E by 14E x KH product; then
+        # expert-major, K x B x H, for the batched products of the deeper layers.
+        first_w, first_b = w["expert_w0"], w["expert_b0"]
+        k, width = first_w.shape[0], first_w.shape[2]
+        hidden = F.relu(paddle.matmul(user, first_w.transpose([1, 0, 2]).reshape([-1, k * width]))
+                        + first_b.reshape([-1]))
+        hidden = hidden.reshape([batch, k, width]).transpose([1, 0, 2])
+        for depth in range(1, self.expert_depth):
             hidden = F.relu(paddle.matmul(hidden, w["expert_w%d" % depth])
-                            + w["expert_b%d" % depth])             # K x B x H
-        mixed = (hidden * expert_gate.t().unsqueeze(-1)).sum(axis=0)  # B x H
+                            + w["expert_b%d" % depth])
+        mixed = (hidden * expert_gate.t().unsqueeze(-1)).sum(axis=0)      # B x H
 
-        critic_gate = self._gate(gate_input, w, "critic_gate")      # B x C
+        critic_gate = self._gate(gate_input, w, "critic_gate")          # B x C
         critics = F.sigmoid(paddle.matmul(mixed, w["critic_w"]) + w["critic_b"])
         return (critic_gate * critics).sum(axis=1)
-
-    @staticmethod
-    def _pooled(embedded, lengths):
-        # Mean over the first `length` positions; padding after it is masked out
-        # and an empty sequence pools to zeros.
-        positions = paddle.arange(embedded.shape[1], dtype="float32")
-        mask = (positions < lengths.unsqueeze(1)).astype(embedded.dtype)
-        total = (embedded * mask.unsqueeze(-1)).sum(axis=1)
-        return total / paddle.clip(lengths, min=1.0).unsqueeze(1)
 
     @staticmethod
     def _gate(gate_input, w, prefix):
         hidden = F.relu(F.linear(gate_input, w[prefix + "_hidden.weight"], w[prefix + "_hidden.bias"]))
         return F.softmax(F.linear(hidden, w[prefix + "_out.weight"], w[prefix + "_out.bias"]), axis=-1)
-

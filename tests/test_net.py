@@ -43,13 +43,16 @@ def test_padding_after_length_is_ignored(rng):
     np.testing.assert_array_equal(run(model, scrambled), run(model, inputs))
 
 
-def test_empty_sequence_pools_to_zero():
-    embedded = paddle.to_tensor(np.random.default_rng(0).normal(size=(3, 4, 2)).astype("float32"))
-    pooled = net.MetaHeacNet._pooled(embedded, paddle.to_tensor([0.0, 2.0, 4.0])).numpy()
-    e = embedded.numpy()
-    np.testing.assert_array_equal(pooled[0], 0.0)
-    np.testing.assert_allclose(pooled[1], e[1, :2].mean(axis=0), rtol=1e-6)
-    np.testing.assert_allclose(pooled[2], e[2].mean(axis=0), rtol=1e-6)
+def test_pooling_matrix_averages_within_length_and_empty_pools_to_zero():
+    lengths = np.array([[0, 2, 10, 1, 5, 3, 4], [10, 0, 0, 5, 0, 0, 0]])
+    pool = net.pooling_matrix(paddle.to_tensor(lengths), "float32").numpy()
+    embedded = np.random.default_rng(0).normal(size=(2, 50, 3))
+    pooled = np.einsum("bfc,bce->bfe", pool, embedded)
+    for b in range(2):
+        for i, cols in enumerate(schema.SEQUENCE_SLICES):
+            n = lengths[b, i]
+            expected = embedded[b, cols][:n].mean(axis=0) if n else np.zeros(3)
+            np.testing.assert_allclose(pooled[b, i], expected, rtol=1e-6, atol=1e-12)
 
 
 def test_every_expert_layer_is_used(rng):
@@ -66,7 +69,9 @@ def test_every_expert_layer_is_used(rng):
 def test_sequence_slices_follow_schema():
     assert [s.stop - s.start for s in schema.SEQUENCE_SLICES] == schema.SEQUENCE_WIDTHS
     assert schema.SEQUENCE_SLICES[-1].stop == schema.SEQUENCE_TOTAL_WIDTH == 50
-    assert len(net.TABLE_INPUTS) == len(make_net().table_names()) == 20
+    assert len(net.FIELD_COLUMNS) == len(make_net().table_names()) == 20
+    widths = [c.stop - c.start for c in net.FIELD_COLUMNS]
+    assert widths == [1] * 7 + schema.SEQUENCE_WIDTHS + [1] * 6 and sum(widths) == net.ID_COLUMNS
 
 
 def test_fast_weights_leave_no_state(rng):

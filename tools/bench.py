@@ -1,6 +1,6 @@
 """Speed and memory of MetaHeac meta-training and per-campaign inference, in one run.
 
-    python tools/bench.py [--mallopt] [--threads 2]   # about 1-2 minutes on 2 idle cores
+    python tools/bench.py [--threads 2] [--openmp]    # about 1-2 minutes on 2 idle cores
     python tools/bench.py --quick                     # under a minute
     python tools/bench.py --data datasets/Lookalike   # + the real data (3-5 more minutes)
 
@@ -28,12 +28,12 @@ data is left alone), the cached load, ``--data-steps`` meta-steps through the re
 reader as ``tools/trainer.py`` runs them, and the inference of the hot test campaign
 with the fewest seed rows both ways, each with its peak memory.
 
-``--threads`` sets OMP_NUM_THREADS before Paddle is imported (Paddle's default is 1;
-setting it later does not reach MKL's matrix products). On a machine where another
-process holds a core, 1 thread is faster than 2. ``--mallopt`` applies the allocator
-setting of ``tune_malloc``. Timings are wall-clock medians; the load average is
-printed with them, since other processes on the machine slow every figure. Nothing
-here asserts a time.
+The CPU is set up as tools/trainer.py sets it up (tools/utils/cpu.py): MKL's matrix
+products on ``--threads`` threads (default: every core), Paddle's other kernels on
+one, glibc's allocator tuned. ``--openmp`` gives OpenMP itself the threads instead
+(OMP_NUM_THREADS, Paddle's own knob), to compare. Timings are wall-clock medians;
+the load average is printed with them, since other processes on the machine slow
+every figure. Nothing here asserts a time.
 """
 import argparse
 import json
@@ -68,11 +68,9 @@ def parse_args(argv=None):
     p.add_argument("--data-steps", type=int, default=None,
                    help="meta-steps through the real reader (with --data)")
     p.add_argument("--threads", type=int, default=os.cpu_count(),
-                   help="Paddle's CPU threads (OMP_NUM_THREADS; Paddle's own default is 1)")
-    p.add_argument("--mallopt", action="store_true",
-                   help="keep freed blocks up to 32 MiB in glibc's heap (mallopt M_MMAP_THRESHOLD, "
-                        "M_TRIM_THRESHOLD) instead of returning them to the OS, as a trainer "
-                        "that calls the same would")
+                   help="threads of MKL's matrix products (MKL_NUM_THREADS)")
+    p.add_argument("--openmp", action="store_true",
+                   help="give the threads to OpenMP (OMP_NUM_THREADS) rather than to MKL alone")
     p.add_argument("--skip-reference", action="store_true",
                    help="time only ours (the full-table reference is the slow part)")
     p.add_argument("--_child", help=argparse.SUPPRESS)  # internal: load / train in a child
@@ -92,13 +90,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    # Paddle reads OMP_NUM_THREADS once, when it is imported (and sets it to 1 if unset).
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    if args.mallopt:
-        tune_malloc()
+    # Read once, when Paddle is imported.
+    os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    if args.openmp:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
     for path in (ROOT, os.path.join(ROOT, "tools")):
         if path not in sys.path:
             sys.path.insert(0, path)
+    import utils  # noqa: F401  (sets up the CPU as the trainer does)
     if args._child:
         return _child(args)
     bench = Bench(args)
@@ -160,8 +159,6 @@ class Bench:
         self.args = args
         import numpy as np
         import paddle
-        from paddle.base import core
-        core.set_num_threads(args.threads)
         paddle.set_device("cpu")
         self.np, self.paddle = np, paddle
         import schema
@@ -179,9 +176,9 @@ class Bench:
         a = self.args
         import paddle
         self.say("# MetaHeac benchmark (%s mode)" % a.mode)
-        self.say("paddle %s, CPU, %d thread(s), %d cores, malloc %s; load average at start: %s"
-                 % (paddle.__version__, a.threads, os.cpu_count(),
-                    "tuned (--mallopt)" if a.mallopt else "glibc defaults", _load()))
+        self.say("paddle %s, CPU, %d %s thread(s), %d cores; load average at start: %s"
+                 % (paddle.__version__, a.threads, "OpenMP" if a.openmp else "MKL",
+                    os.cpu_count(), _load()))
         self.say("network: embed_dim %(embed_dim)d, mlp_dims %(mlp_dims)s, %(num_expert)d experts, "
                  "%(num_output)d critics" % self.hp
                  + ", %d tasks per meta-step, %s parameters"
@@ -252,7 +249,9 @@ class Bench:
         rows = []
         self.step_times = {}
         ours_net = self.make_net()
-        ours_opt = paddle.optimizer.Adam(learning_rate=self.lr, parameters=ours_net.parameters())
+        from dygraph_model import DygraphModel
+        ours_opt = DygraphModel().create_optimizer(  # the trainer's optimizer
+            ours_net, {"hyper_parameters.optimizer.global_learning_rate": self.lr})
         ref_net = None if a.skip_reference else self.make_net()
         ref_opt = None if ref_net is None else paddle.optimizer.Adam(
             learning_rate=self.lr, parameters=ref_net.parameters())
@@ -377,8 +376,8 @@ class Bench:
                    "--_child", json.dumps(what)]
         if a.tiny:
             command.append("--tiny")
-        if a.mallopt:
-            command.append("--mallopt")
+        if a.openmp:
+            command.append("--openmp")
         out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
         if out.returncode != 0:
             raise RuntimeError("bench child %s failed:\n%s" % (what, out.stderr[-4000:]))
@@ -389,8 +388,6 @@ def _child(args):
     """Runs in a fresh process, so that its peak RSS is its own; prints one JSON line."""
     what = json.loads(args._child)
     import numpy as np
-    from paddle.base import core
-    core.set_num_threads(args.threads)
     if what[0] == "infer":
         return _child_infer(args, what[1])
     import reader_train
@@ -533,20 +530,6 @@ def random_inputs(rng, shape, max_idxs):
                        axis=-1)
     ad = np.stack([rng.integers(0, m + 1, shape) for m in ad_max], axis=-1)
     return [static, sequence, lengths, ad]
-
-
-def tune_malloc():
-    """Serve blocks up to 32 MiB (the most glibc allows) from the heap and keep freed
-    memory there: Paddle allocates every tensor afresh, and a block above glibc's
-    mmap threshold costs page faults on each use (~20 ms for 64 MiB here)."""
-    import ctypes
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)
-                and libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 def _maxrss_mib():

@@ -3,6 +3,10 @@ import os
 import sys
 import warnings
 
+from . import cpu
+
+cpu.configure()  # before anything imports Paddle
+
 # Paddle warns at import that ccache (a C++ build cache) is missing; nothing here compiles.
 warnings.filterwarnings("ignore", message="No ccache found")
 
