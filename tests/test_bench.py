@@ -17,7 +17,7 @@ def test_tiny_bench_runs_and_prints_its_figures(rng, tmp_path):
         write_frame(frame(rng, rows=rows, aids=2), str(tmp_path / "test_hot_data" / stage))
     out = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tools", "bench.py"), "--tiny",
-         "--data", str(tmp_path)],
+         "--profile", "--data", str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout
@@ -32,6 +32,8 @@ def test_tiny_bench_runs_and_prints_its_figures(rng, tmp_path):
     assert re.search(r"\| 64 seeds, 16 candidates \| %s \| %s \| %sx \|" % ((number,) * 3),
                      text), text
     assert text.count("peak RSS") >= 3
+    assert "Top operators of our meta-step at batch 16" in text
+    assert re.search(r"\| Global_MatmulGradNode \| 80 \| %s \|" % number, text), text
     # --data: first and cached load, and meta-steps through the real reader.
     assert re.search(r"\| first \(no cache.* \| %s \| 120 \| " % number, text), text
     assert re.search(r"\| cached \| %s \| 120 \| " % number, text), text

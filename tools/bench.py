@@ -2,6 +2,7 @@
 
     python tools/bench.py [--threads 2] [--openmp]    # about 1-2 minutes on 2 idle cores
     python tools/bench.py --quick                     # under a minute
+    python tools/bench.py --quick --profile           # + the top operators of a meta-step
     python tools/bench.py --data datasets/Lookalike   # + the real data (3-5 more minutes)
 
 Prints, on synthetic inputs of the real schema and vocabularies (random ids, the
@@ -71,6 +72,9 @@ def parse_args(argv=None):
                    help="threads of MKL's matrix products (MKL_NUM_THREADS)")
     p.add_argument("--openmp", action="store_true",
                    help="give the threads to OpenMP (OMP_NUM_THREADS) rather than to MKL alone")
+    p.add_argument("--profile", action="store_true",
+                   help="also print the operators that take the most time in our meta-step at the "
+                        "largest batch size (Paddle's profiler)")
     p.add_argument("--skip-reference", action="store_true",
                    help="time only ours (the full-table reference is the slow part)")
     p.add_argument("--_child", help=argparse.SUPPRESS)  # internal: load / train in a child
@@ -185,6 +189,8 @@ class Bench:
                  % (self.task_count, "{:,}".format(self._count_params())))
         self.matmul()
         self.meta_steps()
+        if a.profile:
+            self.profile(max(a.batches))
         self.inference()
         if a.data:
             self.data(a.data)
@@ -301,6 +307,51 @@ class Bench:
         if ref is not None:
             text += ", %.1f min (full-table)" % (steps * (ref["total"] + reader_seconds) / 60)
         self.say(text)
+
+    # --- where the time goes ---
+    def profile(self, size, top=12):
+        import contextlib
+        import io
+        import maml
+        import paddle.profiler as profiler
+        from dygraph_model import DygraphModel
+        net = self.make_net()
+        optimizer = DygraphModel().create_optimizer(
+            net, {"hyper_parameters.optimizer.global_learning_rate": self.lr})
+        batches = [self.batch(self.np.random.default_rng(size), size) for _ in range(3)]
+
+        def step(sx, sy, qx, qy):
+            loss, _ = maml.meta_step(net, sx, sy, qx, qy, self.local_lr)
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+
+        step(*batches[0])  # warm-up, outside the profile
+        # on_trace_ready: keep the trace in memory (the default writes ./profiler_log/).
+        prof = profiler.Profiler(targets=[profiler.ProfilerTarget.CPU],
+                                 on_trace_ready=lambda finished: None)
+        prof.start()
+        for b in batches[1:]:
+            step(*b)
+            prof.step()
+        prof.stop()
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text):
+            prof.summary(sorted_by=profiler.SortedKeys.CPUTotal, op_detail=False,
+                         thread_sep=False, time_unit="ms")
+        lines = text.getvalue().splitlines()
+        start = next(i for i, line in enumerate(lines) if "Operator Summary" in line)
+        rows = [line.split() for line in lines[start:]
+                if line.startswith("Global_") or " dygraph " in line]
+        self.say("\nTop operators of our meta-step at batch %d (Paddle's profiler, %d steps; "
+                 "ms per step, forward ops and their gradient nodes):" % (size, len(batches) - 1))
+        self.say("\n| operator | calls per step | ms per step |")
+        self.say("|---|---|---|")
+        for row in rows[:top]:
+            name = row[0] if row[1] != "dygraph" else row[0] + " (forward)"
+            numbers = row[2:] if row[1] == "dygraph" else row[1:]
+            self.say("| %s | %.0f | %.1f |" % (name, int(numbers[0]) / (len(batches) - 1),
+                                            float(numbers[1]) / (len(batches) - 1)))
 
     # --- inference ---
     def inference(self):
