@@ -54,7 +54,7 @@ def localize(net, weights, batches):
     table.stop_gradient = False
     full_tables = [weights[name] for name in names]
     table.register_hook(lambda grad: _add_rows(full_tables, rows, bounds, grad))
-    local = {name: value for name, value in weights.items() if name not in set(names)}
+    local = {name: value for name, value in weights.items() if name not in names}
     local[LOCAL_TABLE] = table
     remapped, start = [], 0
     for batch, block in zip(arrays, ids):
