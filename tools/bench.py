@@ -206,6 +206,12 @@ class Bench:
         self.paddle.seed(seed)
         return net.MetaHeacNet(self.max_idxs, **self.hp)
 
+    def make_optimizer(self, net):
+        """The optimizer tools/trainer.py meta-trains with."""
+        from dygraph_model import DygraphModel
+        return DygraphModel().create_optimizer(
+            net, {"hyper_parameters.optimizer.global_learning_rate": self.lr})
+
     # --- matrix product rate ---
     def matmul(self):
         paddle = self.paddle
@@ -255,9 +261,7 @@ class Bench:
         rows = []
         self.step_times = {}
         ours_net = self.make_net()
-        from dygraph_model import DygraphModel
-        ours_opt = DygraphModel().create_optimizer(  # the trainer's optimizer
-            ours_net, {"hyper_parameters.optimizer.global_learning_rate": self.lr})
+        ours_opt = self.make_optimizer(ours_net)
         ref_net = None if a.skip_reference else self.make_net()
         ref_opt = None if ref_net is None else paddle.optimizer.Adam(
             learning_rate=self.lr, parameters=ref_net.parameters())
@@ -314,10 +318,8 @@ class Bench:
         import io
         import maml
         import paddle.profiler as profiler
-        from dygraph_model import DygraphModel
         net = self.make_net()
-        optimizer = DygraphModel().create_optimizer(
-            net, {"hyper_parameters.optimizer.global_learning_rate": self.lr})
+        optimizer = self.make_optimizer(net)
         batches = [self.batch(self.np.random.default_rng(size), size) for _ in range(3)]
 
         def step(sx, sy, qx, qy):
