@@ -9,10 +9,10 @@ import paddle
 import paddle.nn.functional as F
 
 import maml
-import meta_options
+from metaheac import meta_options
 import net
-import settings
-from metrics import ExactAuc
+from metaheac import settings
+from metaheac.metrics import ExactAuc
 
 
 class DygraphModel:

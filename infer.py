@@ -37,9 +37,9 @@ from utils.config import ConfigError, apply_overrides, load_yaml, settings  # no
 from utils.save_load import CheckpointError, load_model  # noqa: E402
 from utils.utils_single import create_dataset, load_dy_model_class, set_device  # noqa: E402
 import maml  # noqa: E402
-import metrics  # noqa: E402
-import report  # noqa: E402
-from data_files import DataError  # noqa: E402
+from metaheac import metrics  # noqa: E402
+from metaheac import report  # noqa: E402
+from metaheac.data_files import DataError  # noqa: E402
 
 logging.basicConfig(format="%(asctime)s - %(levelname)s - %(message)s", level=logging.INFO)
 logger = logging.getLogger("infer")
@@ -52,14 +52,14 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def adapt_and_score(model_class, net, config, seed_x, seed_y, candidate_x, candidate_y,
-                    metric_list=None, campaign_metric_list=None):
-    """Fine-tune a copy of `net` on one campaign's seed rows; score its candidates.
+def fine_tune(model_class, net, config, seed_x, seed_y, later_inputs=()):
+    """Adapt a copy of `net` to one campaign's seed rows; `net` itself is left as it is.
 
-    The scores also feed the metric lists given (pooled over campaigns, this campaign's).
+    Returns the adapted weights and `later_inputs` (input lists to score with them)
+    remapped onto their task-local table, which holds the rows of the seeds and of those.
     """
     batch_size = settings.get(config, "hyper_parameters.batch_size")
-    weights, (seed_x, candidate_x) = maml.localize(net, net.weights(), [seed_x, candidate_x])
+    weights, (seed_x, *later_inputs) = maml.localize(net, net.weights(), [seed_x, *later_inputs])
     weights = maml.leaf_copies(weights)
     optimizer = model_class.create_optimizer(net, config, mode="infer",
                                              parameters=list(weights.values()))
@@ -72,6 +72,14 @@ def adapt_and_score(model_class, net, config, seed_x, seed_y, candidate_x, candi
             loss.backward()
             optimizer.step()
             optimizer.clear_grad()
+    return weights, later_inputs
+
+
+def score_adapted(model_class, net, config, weights, candidate_x, candidate_y,
+                  metric_list=None, campaign_metric_list=None):
+    """Scores of candidates under adapted `weights`, in batches; they also feed the
+    metric lists given (pooled over campaigns, this campaign's)."""
+    batch_size = settings.get(config, "hyper_parameters.batch_size")
     scores = []
     candidate_y = paddle.to_tensor(candidate_y, dtype="float32")
     with paddle.no_grad():
@@ -82,6 +90,14 @@ def adapt_and_score(model_class, net, config, seed_x, seed_y, candidate_x, candi
                 ([x[rows] for x in candidate_x], candidate_y[rows]), config, weights=weights)
             scores.append(batch_scores)
     return np.concatenate(scores) if scores else np.zeros(0, np.float32)
+
+
+def adapt_and_score(model_class, net, config, seed_x, seed_y, candidate_x, candidate_y,
+                    metric_list=None, campaign_metric_list=None):
+    """Fine-tune a copy of `net` on one campaign's seed rows; score its candidates."""
+    weights, (candidate_x,) = fine_tune(model_class, net, config, seed_x, seed_y, [candidate_x])
+    return score_adapted(model_class, net, config, weights, candidate_x, candidate_y,
+                         metric_list, campaign_metric_list)
 
 
 def score(net, inputs, batch_size):

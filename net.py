@@ -19,7 +19,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-import schema
+from metaheac import schema
 
 LOCAL_TABLE = "local_table"
 

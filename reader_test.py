@@ -12,9 +12,9 @@ import os
 import numpy as np
 from paddle.io import IterableDataset
 
-import schema
-import settings
-from data_files import DataError, data_file_stem, load_columns, select_data_files
+from metaheac import schema
+from metaheac import settings
+from metaheac.data_files import DataError, data_file_stem, load_columns, select_data_files
 
 logger = logging.getLogger(__name__)
 

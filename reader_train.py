@@ -21,9 +21,9 @@ import logging
 import numpy as np
 from paddle.io import IterableDataset
 
-import meta_options
-import settings
-from data_files import Columns, DataError, load_columns, select_data_files
+from metaheac import meta_options
+from metaheac import settings
+from metaheac.data_files import Columns, DataError, load_columns, select_data_files
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ for path in (ROOT, os.path.join(ROOT, "tools")):
         sys.path.insert(0, path)
 
 import bench  # noqa: E402
-import schema  # noqa: E402
+from metaheac import schema  # noqa: E402
 
 # Small vocabularies keep unit tests fast; the maths does not depend on the sizes.
 SMALL_MAX_IDXS = [[4] * len(schema.STATIC_FIELDS), [30] * len(schema.SEQUENCE_FIELDS),

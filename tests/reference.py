@@ -5,7 +5,7 @@ linear heads, looped one by one) rather than from net.py's batched layout.
 """
 import numpy as np
 
-import schema
+from metaheac import schema
 
 
 def relu(x):

@@ -10,7 +10,7 @@ from conftest import ROOT
 
 FAILING_READER = '''
 from paddle.io import IterableDataset
-from data_files import DataError
+from metaheac.data_files import DataError
 
 
 class RecDataset(IterableDataset):

@@ -1,6 +1,6 @@
 import pytest
 
-import settings
+from metaheac import settings
 from utils.config import ConfigError, apply_overrides, load_yaml
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import schema
+from metaheac import schema
 from conftest import SHARED_FIXTURE, frame
-from data_files import DataError, load_columns
+from metaheac.data_files import DataError, load_columns
 
 
 def write(tmp_path, df, name="part.pkl"):

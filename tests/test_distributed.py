@@ -19,7 +19,7 @@ import pytest
 
 import infer
 import reader_train
-import schema
+from metaheac import schema
 import trainer
 from conftest import ROOT
 from test_readers import campaign_frame

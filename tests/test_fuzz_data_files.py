@@ -3,9 +3,9 @@ import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
-import schema
+from metaheac import schema
 from conftest import frame
-from data_files import DataError, load_columns
+from metaheac.data_files import DataError, load_columns
 
 ID_COLUMNS = schema.STATIC_COLUMNS + schema.AD_COLUMNS + [schema.AID]
 

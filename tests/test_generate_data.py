@@ -5,13 +5,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import data_files
+from metaheac import data_files, layout
 import generate_data as gd
-import schema
+from metaheac import schema
 from conftest import ROOT
 
 SPEC = gd.PRESETS["tiny"]
-TEST_KEYS = [k for k in gd.FRAME_KEYS if k != "train"]
+TEST_KEYS = [k for k in layout.FRAME_KEYS if k != "train"]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def _same(a, b):
 
 
 def test_keys_and_size(frames):
-    assert tuple(frames) == gd.FRAME_KEYS
+    assert tuple(frames) == layout.FRAME_KEYS
     total = sum(len(df) for df in frames.values())
     assert 100 <= total <= 1000
     assert all(len(df) > 0 for df in frames.values())
@@ -125,7 +125,7 @@ def test_positive_rate(everything):
 
 def test_reproducible(frames):
     again = gd.generate(SPEC, seed=0)
-    assert all(_same(frames[k], again[k]) for k in gd.FRAME_KEYS)
+    assert all(_same(frames[k], again[k]) for k in layout.FRAME_KEYS)
     other = gd.generate(SPEC, seed=1)
     assert not _same(frames["train"], other["train"])
 
@@ -150,7 +150,7 @@ def test_cli(tmp_path, capsys):
 
 def test_sample_preset_still_draws_the_shipped_data():
     frames = gd.generate(gd.PRESETS["sample"], seed=2021)
-    for key, path in gd.layout_paths(os.path.join(ROOT, "data")).items():
+    for key, path in layout.layout_paths(os.path.join(ROOT, "data")).items():
         assert _same(pd.read_pickle(path), frames[key]), key
 
 
@@ -174,13 +174,13 @@ def test_storage_types_hold_every_id():
 
 
 def test_streamed_pickle_reads_back_as_the_same_frame(frames, tmp_path, monkeypatch):
-    monkeypatch.setattr(gd, "TO_PICKLE_MAX_ROWS", 0)
-    monkeypatch.setattr(gd, "CELL_BATCH", 7)  # several batches per column
+    monkeypatch.setattr(data_files, "TO_PICKLE_MAX_ROWS", 0)
+    monkeypatch.setattr(data_files, "CELL_BATCH", 7)  # several batches per column
     frame = frames["train"]
     columns = {name: np.stack(frame[name].to_numpy()) if name in schema.SEQUENCE_COLUMNS
                else frame[name].to_numpy().astype(np.int32) for name in schema.ALL_COLUMNS}
     path = str(tmp_path / "streamed.pkl")
-    gd.write_frame(path, columns, frame.index.to_numpy())
+    data_files.write_frame(path, columns, frame.index.to_numpy())
     assert _same(pd.read_pickle(path), frame)
     loaded = data_files.load_columns(path, use_cache=False)  # the project's restricted unpickler
     first = schema.SEQUENCE_FIELDS[0]
@@ -204,7 +204,7 @@ def test_full_preset_matches_the_authors_data():
 def test_threshold_and_layout_flags(tmp_path):
     gd.main(["--preset", "tiny", "--seed", "3", "--out", str(tmp_path), "--threshold", "100000",
              "--layout", "lookalike"])
-    paths = gd.layout_paths(str(tmp_path), "lookalike")
+    paths = layout.layout_paths(str(tmp_path), "lookalike")
     assert paths["train"] == os.path.join(str(tmp_path), "train_data", schema.TRAIN_FILE)
     assert paths["test_hot_stage1"] == os.path.join(str(tmp_path), "test_hot_data", schema.TEST_SEED_FILE)
     assert len(pd.read_pickle(paths["test_hot_stage1"])) == 0  # no campaign has that many positives

@@ -6,10 +6,10 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
-import meta_options
+from metaheac import meta_options
 import reader_train
-import schema
-import settings
+from metaheac import schema
+from metaheac import settings
 from conftest import SMALL_MAX_IDXS, random_inputs, write_frame
 from dygraph_model import DygraphModel
 from test_readers import campaign_frame, train_config

@@ -3,7 +3,7 @@ import math
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from metrics import ExactAuc
+from metaheac.metrics import ExactAuc
 
 
 def test_auc_accumulates_across_updates_exactly(rng):

@@ -3,7 +3,7 @@ import paddle
 import pytest
 
 import net
-import schema
+from metaheac import schema
 from conftest import SMALL_MAX_IDXS, random_inputs
 from reference import forward as reference_forward
 

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import data_files
+from metaheac import data_files, layout
 import generate_data as gd
 import preprocess_raw as pr
-import schema
+from metaheac import schema
 from conftest import ROOT
 
 ADS = """aid,advertiserId,campaignId,creativeId,creativeSize,adCategoryId,productId,productType
@@ -58,7 +58,7 @@ def write_raw(directory, **replace):
     files = {"ads": ADS, "users": USERS, "seeds": SEEDS, "candidates": CANDIDATES, **replace}
     os.makedirs(directory, exist_ok=True)
     for key, text in files.items():
-        with open(os.path.join(directory, gd.RAW_FILES[key]), "w") as f:
+        with open(os.path.join(directory, layout.RAW_FILES[key]), "w") as f:
             f.write(text)
     return str(directory)
 
@@ -139,7 +139,7 @@ def test_generated_raw_files_round_trip_to_training_and_inference(tmp_path, caps
     pr.main([raw, "--out", out, "--threshold", "3"])
     max_idxs = re.search(r"-o hyper_parameters.max_idxs=(\S+)", capsys.readouterr().out).group(1)
 
-    paths = gd.layout_paths(out, "lookalike")
+    paths = layout.layout_paths(out, "lookalike")
     loaded = {key: data_files.load_columns(path, json.loads(max_idxs), use_cache=False)
               for key, path in paths.items()}
     n_campaigns = len(d.is_test)

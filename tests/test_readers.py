@@ -6,9 +6,9 @@ import pytest
 
 import reader_test
 import reader_train
-import schema
+from metaheac import schema
 from conftest import frame, write_frame
-from data_files import DataError
+from metaheac.data_files import DataError
 
 
 def train_config(batch_size=4, task_count=3, seed=5):

@@ -12,13 +12,13 @@ import pandas as pd
 import paddle
 import pytest
 
-import atomic_files
+from metaheac import atomic_files
 import infer
-import metrics
-import report
-import schema
+from metaheac import metrics
+from metaheac import report
+from metaheac import schema
 import trainer
-import training_curve
+from metaheac import training_curve
 from test_readers import campaign_frame
 from utils.config import apply_overrides, load_yaml
 from utils.save_load import save_model

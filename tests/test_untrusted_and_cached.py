@@ -6,12 +6,12 @@ import pickle
 import numpy as np
 import pytest
 
-import data_files
+from metaheac import data_files
 import reader_test
 import reader_train
-import schema
+from metaheac import schema
 from conftest import frame, write_frame
-from data_files import DataError, load_columns
+from metaheac.data_files import DataError, load_columns
 from convert_data import convert
 
 

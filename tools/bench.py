@@ -165,7 +165,7 @@ class Bench:
         import paddle
         paddle.set_device("cpu")
         self.np, self.paddle = np, paddle
-        import schema
+        from metaheac import schema
         self.max_idxs = schema.DEFAULT_MAX_IDXS
         if args.tiny:
             self.max_idxs = [[min(m, 50) for m in group] for group in schema.DEFAULT_MAX_IDXS]
@@ -487,7 +487,7 @@ def _child_infer(args, folder):
     straightforward way, as ``time_campaign``; prints one JSON line."""
     import net as network
     import reader_test
-    import schema
+    from metaheac import schema
     files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
                    if f.endswith((".pkl", ".npz")))
     start = time.perf_counter()
@@ -572,7 +572,7 @@ def campaign_row(what, ours, ref):
 def random_inputs(rng, shape, max_idxs):
     """Random (static, sequence, lengths, ad) int64 arrays of leading `shape`."""
     import numpy as np
-    import schema
+    from metaheac import schema
     static_max, sequence_max, ad_max = max_idxs
     shape = tuple(shape)
     static = np.stack([rng.integers(0, m + 1, shape) for m in static_max], axis=-1)

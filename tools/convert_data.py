@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data_files import DataError, frame_to_columns, read_frame, save_columnar  # noqa: E402
+from metaheac.data_files import DataError, frame_to_columns, read_frame, save_columnar  # noqa: E402
 
 
 def convert(source, out_dir=None):

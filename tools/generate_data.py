@@ -26,9 +26,7 @@ draws exactly what it drew before chunking existed (``data/`` is unchanged).
 """
 import argparse
 import dataclasses
-import io
 import os
-import pickle
 import sys
 import time
 
@@ -36,11 +34,13 @@ import numpy as np
 import pandas as pd
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+sys.path.insert(0, REPO_ROOT)  # the metaheac package, when run as a script
 
-import schema  # noqa: E402
-from atomic_files import replacing  # noqa: E402
+from metaheac import schema  # noqa: E402
+from metaheac.atomic_files import replacing  # noqa: E402
+from metaheac.data_files import frame_of, write_frame  # noqa: E402
+from metaheac.layout import (FRAME_KEYS, LAYOUTS, RAW_FILES, layout_paths, progress_printer,  # noqa: E402
+                             split_masks, summary)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,22 +84,6 @@ PRESETS = {
 DEFAULT_OUT = {"tiny": "datasets/tiny", "sample": "data", "full": "datasets/Lookalike"}
 DEFAULT_LAYOUT = {"tiny": "paddlerec", "sample": "paddlerec", "full": "lookalike"}
 
-FRAME_KEYS = ("train", "test_hot_stage1", "test_hot_stage2", "test_cold_stage1", "test_cold_stage2")
-LAYOUTS = {
-    # config.yaml's: hot test campaigns in test/, as upstream PaddleRec's sample data.
-    "paddlerec": {"train": "train/" + schema.TRAIN_FILE,
-                  "test_hot_stage1": "test/" + schema.TEST_SEED_FILE,
-                  "test_hot_stage2": "test/" + schema.TEST_CANDIDATE_FILE,
-                  "test_cold_stage1": "test_cold/" + schema.TEST_SEED_FILE,
-                  "test_cold_stage2": "test_cold/" + schema.TEST_CANDIDATE_FILE},
-    # config_big.yaml's (datasets/Lookalike/): PaddleRec's readme for the full data.
-    "lookalike": {"train": "train_data/" + schema.TRAIN_FILE,
-                  "test_hot_stage1": "test_hot_data/" + schema.TEST_SEED_FILE,
-                  "test_hot_stage2": "test_hot_data/" + schema.TEST_CANDIDATE_FILE,
-                  "test_cold_stage1": "test_cold_data/" + schema.TEST_SEED_FILE,
-                  "test_cold_stage2": "test_cold_data/" + schema.TEST_CANDIDATE_FILE},
-}
-
 # The id reserved for "missing" in each sequence field; real tokens are 0..max_id-1.
 PAD_ID = {f.name: f.max_id for f in schema.SEQUENCE_FIELDS}
 # Share of users with an empty list, per sequence field (others: uniform 1..width).
@@ -109,10 +93,6 @@ MAX_PREFERRED = 12  # preferred tokens per topic and field
 STATIC_ALPHA = 0.1  # Dirichlet concentration of a topic's static-value distribution
 MIN_LABELS = 2  # each test campaign needs this many positives and negatives (one per stage)
 CHUNK_ROWS = 250_000  # rows drawn at once (whole campaigns): bounds the float temporaries
-# Files up to this many rows are written by DataFrame.to_pickle; larger ones are streamed
-# (see write_frame), since to_pickle holds an array and a memo entry per cell, ~5 KB a row.
-TO_PICKLE_MAX_ROWS = 200_000
-CELL_BATCH = 65_536  # sequence cells streamed per write
 
 
 def _categorical(cdf, row, u):
@@ -339,14 +319,9 @@ def draw(spec, seed, chunk_rows=CHUNK_ROWS, progress=None):
 def split_rows(d):
     """{FRAME_KEYS item: positions of its rows, sorted by row id}."""
     camp = d.columns[schema.AID]
-    test, hot = d.is_test[camp], d.hot[camp]
-    masks = {
-        "train": ~test,
-        "test_hot_stage1": test & hot & ~d.stage2,
-        "test_hot_stage2": test & hot & d.stage2,
-        "test_cold_stage1": test & ~hot & ~d.stage2,
-        "test_cold_stage2": test & ~hot & d.stage2,
-    }
+    test = d.is_test[camp]
+    # A training campaign keeps all its rows: its stage split only matters for test campaigns.
+    masks = split_masks(test, d.hot[camp], test & d.stage2)
     return {key: _by_row_id(np.flatnonzero(masks[key]), d.row_id) for key in FRAME_KEYS}
 
 
@@ -361,91 +336,7 @@ def _take(columns, positions):
 def generate(spec, seed):
     """Draw a data set; returns {FRAME_KEYS item: DataFrame}."""
     d = draw(spec, seed)
-    return {key: _frame(_take(d.columns, rows), d.row_id[rows]) for key, rows in split_rows(d).items()}
-
-
-def _frame(columns, index):
-    """DataFrame of schema columns (int64; a sequence cell is a 1-D int64 array), indexed by row id."""
-    data = {}
-    for name in schema.ALL_COLUMNS:
-        values = columns[name].astype(np.int64)
-        if values.ndim == 2:
-            values = np.fromiter(iter(values), dtype=object, count=len(values))
-        data[name] = values
-    return pd.DataFrame(data, index=pd.Index(np.asarray(index, dtype=np.int64)))
-
-
-def write_frame(path, columns, index, progress=None):
-    """Atomically pickle the DataFrame of `columns` (schema column -> values) with row ids `index`.
-
-    Large files are streamed: the pickle calls ``pandas.DataFrame({column: values}, index)`` when
-    loaded, and its sequence cells are written a batch at a time, so the frame never exists here.
-    Either way ``pandas.read_pickle`` returns the same DataFrame.
-    """
-    with replacing(path) as temporary, open(temporary, "wb") as file:
-        if len(index) <= TO_PICKLE_MAX_ROWS:
-            _frame(columns, index).to_pickle(file, compression=None)
-        else:
-            _stream_frame_pickle(file, columns, index, progress)
-
-
-def _stream_frame_pickle(file, columns, index, progress):
-    """Write the pickle of write_frame from fragments of one pickler (protocol 3: no framing).
-
-    The pickler runs in fast mode (no memo, so nothing it writes stays referenced), except for
-    a first int64 array: its memo entries for numpy's reconstruct function, ndarray and dtype
-    then stand for those in every later array. A sequence cell is a template pickled from a
-    probe array with the cell's bytes in place of the probe's, ~25 bytes beyond the data.
-    """
-    buffer = io.BytesIO()
-    pickler = pickle.Pickler(buffer, protocol=3)
-
-    def fragment(obj, memoize=False):
-        buffer.seek(0)
-        buffer.truncate()
-        pickler.fast = not memoize
-        pickler.dump(obj)
-        return buffer.getvalue()[2:-1]  # without the PROTO header and the STOP
-
-    file.write(pickle.PROTO + bytes([3]))
-    file.write(fragment(np.zeros(1, np.int64), memoize=True) + pickle.POP)
-    file.write(fragment(pd.DataFrame) + pickle.EMPTY_DICT + pickle.MARK)
-    total = sum(np.shape(columns[name])[0] for name in schema.SEQUENCE_COLUMNS)
-    done = 0
-    for name in schema.ALL_COLUMNS:
-        values = columns[name]
-        file.write(fragment(name))
-        if values.ndim == 1:
-            file.write(fragment(values.astype(np.int64)))
-            continue
-        head, tail = _cell_template(values.shape[1], fragment)
-        file.write(pickle.EMPTY_LIST)
-        for start in range(0, len(values), CELL_BATCH):
-            block = values[start:start + CELL_BATCH].astype(np.int64)
-            cells = np.empty((len(block), len(head) + block[0].nbytes + len(tail)), np.uint8)
-            cells[:, :len(head)] = np.frombuffer(head, np.uint8)
-            cells[:, len(head):cells.shape[1] - len(tail)] = block.view(np.uint8)
-            cells[:, cells.shape[1] - len(tail):] = np.frombuffer(tail, np.uint8)
-            file.write(pickle.MARK + cells.tobytes() + pickle.APPENDS)
-            done += len(block)
-            if progress:
-                progress(done, total)
-    index = pd.Index(np.asarray(index, dtype=np.int64))
-    file.write(pickle.SETITEMS + fragment(index) + pickle.TUPLE2 + pickle.REDUCE + pickle.STOP)
-
-
-def _cell_template(width, fragment):
-    """The pickled bytes of an int64 array of `width`, split around where its data goes."""
-    probe = np.arange(width, dtype=np.int64) + 0x0102030405060708  # bytes found nowhere else
-    pickled = fragment(probe)
-    assert pickled.count(probe.tobytes()) == 1, "numpy pickles arrays in an unexpected form"
-    head, tail = pickled.split(probe.tobytes())
-    return head, tail
-
-
-def layout_paths(out_dir, layout="paddlerec"):
-    """{FRAME_KEYS item: path} of a folder layout (LAYOUTS)."""
-    return {key: os.path.join(out_dir, *relative.split("/")) for key, relative in LAYOUTS[layout].items()}
+    return {key: frame_of(_take(d.columns, rows), d.row_id[rows]) for key, rows in split_rows(d).items()}
 
 
 def write_paddlerec_layout(frames, out_dir):
@@ -457,9 +348,6 @@ def write_paddlerec_layout(frames, out_dir):
     return paths
 
 
-# The raw files of the 2018 Tencent Look-alike competition, preliminary round.
-RAW_FILES = {"ads": "adFeature.csv", "users": "userFeature.data",
-             "seeds": "train.csv", "candidates": "test1_truth.csv"}
 RAW_AD_COLUMNS = ["aid", "advertiserId", "campaignId", "creativeId", "creativeSize",
                   "adCategoryId", "productId", "productType"]
 USER_LINES_BATCH = 100_000
@@ -511,21 +399,6 @@ def _user_lines(columns, rows, first_uid):
     return lines
 
 
-def progress_printer(label):
-    """A progress(done, total) callback that redraws '<label>: NN%' on stderr."""
-    def progress(done, total):
-        end = "\n" if done >= total else ""
-        print("\r%s: %3d%%" % (label, 100 * done // max(total, 1)), end=end, file=sys.stderr, flush=True)
-    return progress
-
-
-def _summary(path, columns, rows):
-    labels = columns[schema.LABEL][rows]
-    rate = labels.mean() if len(rows) else float("nan")
-    campaigns = len(np.unique(columns[schema.AID][rows]))
-    return "%s: %d rows, %d campaigns, positive rate %.4f" % (path, len(rows), campaigns, rate)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="sample")
@@ -563,7 +436,7 @@ def main(argv=None):
         for key, rows in split_rows(d).items():
             write_frame(paths[key], _take(d.columns, rows), d.row_id[rows],
                         progress_printer("writing " + os.path.relpath(paths[key], out)))
-            print(_summary(paths[key], d.columns, rows))
+            print(summary(paths[key], d.columns[schema.LABEL][rows], d.columns[schema.AID][rows]))
         test_hot = d.hot[d.is_test]
         print("test campaigns: %d hot, %d cold (T = %d positive rows)"
               % (test_hot.sum(), (~test_hot).sum(), spec.hot_threshold))

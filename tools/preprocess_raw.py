@@ -43,11 +43,12 @@ import time
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)  # the metaheac package, when run as a script
 
-from generate_data import (LAYOUTS, RAW_FILES, REPO_ROOT, layout_paths, progress_printer,  # noqa: E402
-                           write_frame)
-import schema  # noqa: E402  (on the path through generate_data)
+from metaheac import schema  # noqa: E402
+from metaheac.data_files import write_frame  # noqa: E402
+from metaheac.layout import LAYOUTS, RAW_FILES, layout_paths, progress_printer, split_masks, summary  # noqa: E402
 
 LABELLED_COLUMNS = ["aid", "uid", "label"]
 MISSING = -1  # a value absent from the raw files, before encoding
@@ -326,14 +327,7 @@ def preprocess(raw_dir, out_dir, seed=2021, threshold=4000, layout="lookalike", 
 
     is_train, hot = split_campaigns(encoded.aid, encoded.label, seed, threshold)
     stage2 = np.arange(len(encoded.aid)) >= len(seeds)
-    test, row_hot = ~is_train[encoded.aid], hot[encoded.aid]
-    selections = {
-        "train": ~test & ~stage2,
-        "test_hot_stage1": test & row_hot & ~stage2,
-        "test_hot_stage2": test & row_hot & stage2,
-        "test_cold_stage1": test & ~row_hot & ~stage2,
-        "test_cold_stage2": test & ~row_hot & stage2,
-    }
+    selections = split_masks(~is_train[encoded.aid], hot[encoded.aid], stage2)
     out_paths, written = layout_paths(out_dir, layout), {}
     for key, mask in selections.items():
         rows = np.flatnonzero(mask)
@@ -370,9 +364,7 @@ def main(argv=None):
         sys.exit("error: %s" % error)
     for key, path in paths.items():
         rows = written[key]
-        rate = encoded.label[rows].mean() if len(rows) else float("nan")
-        print("%s: %d rows, %d campaigns, positive rate %.4f"
-              % (path, len(rows), len(np.unique(encoded.aid[rows])), rate))
+        print(summary(path, encoded.label[rows], encoded.aid[rows]))
     print("train and infer with: -o hyper_parameters.max_idxs=%s" % _compact_json(encoded.max_idxs))
     print("elapsed %.1fs" % (time.time() - start))
 

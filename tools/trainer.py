@@ -26,8 +26,8 @@ import paddle  # noqa: E402
 from utils.config import ConfigError, apply_overrides, load_yaml, settings  # noqa: E402
 from utils.save_load import CheckpointError, load_model, save_model  # noqa: E402
 from utils.utils_single import create_data_loader, load_dy_model_class, set_device  # noqa: E402
-from data_files import DataError  # noqa: E402  (utils put the model folder on the path)
-from training_curve import TrainingCurve  # noqa: E402
+from metaheac.data_files import DataError  # noqa: E402  (utils put the model folder on the path)
+from metaheac.training_curve import TrainingCurve  # noqa: E402
 
 logging.basicConfig(format="%(asctime)s - %(levelname)s - %(message)s", level=logging.INFO)
 logger = logging.getLogger("trainer")

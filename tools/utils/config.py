@@ -3,8 +3,8 @@ import os
 
 import yaml
 
-import settings  # lives in the model folder, which utils/__init__.py puts on the path
-from settings import ConfigError  # noqa: F401
+from metaheac import settings  # lives in the model folder, which utils/__init__.py puts on the path
+from metaheac.settings import ConfigError  # noqa: F401
 
 
 def flatten(tree, prefix=""):

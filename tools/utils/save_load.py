@@ -8,7 +8,7 @@ import os
 
 import paddle
 
-from atomic_files import replacing
+from metaheac.atomic_files import replacing
 
 logger = logging.getLogger(__name__)
 

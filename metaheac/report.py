@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-import atomic_files
-import metrics
-import plots
-import settings
+from metaheac import atomic_files
+from metaheac import metrics
+from metaheac import plots
+from metaheac import settings
 
 FIGURES = {"auc_vs_seed_size.png": plots.auc_vs_seed_size,
            "auc_by_test_set.png": plots.auc_by_test_set,

@@ -7,7 +7,7 @@ including when the upstream PaddleRec trainer drives this module.
 """
 import difflib
 
-import schema
+from metaheac import schema
 
 DEFAULTS = {
     # runner: where data and models live, how the run is driven

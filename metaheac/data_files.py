@@ -7,6 +7,7 @@ with an unpickler that only admits what such a DataFrame needs, and its arrays a
 cached in ``.columns_cache/`` beside it, keyed by the file's size and modification
 time. Readers slice the arrays by row index and never touch a DataFrame again.
 """
+import io
 import logging
 import os
 import pickle
@@ -16,8 +17,8 @@ import numpy as np
 import pandas as pd
 from pandas.compat import pickle_compat
 
-import schema
-from atomic_files import replacing
+from metaheac import schema
+from metaheac.atomic_files import replacing
 
 logger = logging.getLogger(__name__)
 
@@ -284,3 +285,89 @@ def _row_ids(frame, path):
         raise DataError("%s: the DataFrame index must hold integer row ids, found %s"
                         % (path, index.dtype))
     return index.astype(np.int64, copy=False)
+
+
+# Writing: the inverse of read_frame, for the generator and the raw preprocessing.
+# Files up to this many rows are written by DataFrame.to_pickle; larger ones are streamed
+# (see write_frame), since to_pickle holds an array and a memo entry per cell, ~5 KB a row.
+TO_PICKLE_MAX_ROWS = 200_000
+CELL_BATCH = 65_536  # sequence cells streamed per write
+
+
+def frame_of(columns, index):
+    """DataFrame of schema columns (int64; a sequence cell is a 1-D int64 array), indexed by row id."""
+    data = {}
+    for name in schema.ALL_COLUMNS:
+        values = columns[name].astype(np.int64)
+        if values.ndim == 2:
+            values = np.fromiter(iter(values), dtype=object, count=len(values))
+        data[name] = values
+    return pd.DataFrame(data, index=pd.Index(np.asarray(index, dtype=np.int64)))
+
+
+def write_frame(path, columns, index, progress=None):
+    """Atomically pickle the DataFrame of `columns` (schema column -> values) with row ids `index`.
+
+    Large files are streamed: the pickle calls ``pandas.DataFrame({column: values}, index)`` when
+    loaded, and its sequence cells are written a batch at a time, so the frame never exists here.
+    Either way ``pandas.read_pickle`` returns the same DataFrame.
+    """
+    with replacing(path) as temporary, open(temporary, "wb") as file:
+        if len(index) <= TO_PICKLE_MAX_ROWS:
+            frame_of(columns, index).to_pickle(file, compression=None)
+        else:
+            _stream_frame_pickle(file, columns, index, progress)
+
+
+def _stream_frame_pickle(file, columns, index, progress):
+    """Write the pickle of write_frame from fragments of one pickler (protocol 3: no framing).
+
+    The pickler runs in fast mode (no memo, so nothing it writes stays referenced), except for
+    a first int64 array: its memo entries for numpy's reconstruct function, ndarray and dtype
+    then stand for those in every later array. A sequence cell is a template pickled from a
+    probe array with the cell's bytes in place of the probe's, ~25 bytes beyond the data.
+    """
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=3)
+
+    def fragment(obj, memoize=False):
+        buffer.seek(0)
+        buffer.truncate()
+        pickler.fast = not memoize
+        pickler.dump(obj)
+        return buffer.getvalue()[2:-1]  # without the PROTO header and the STOP
+
+    file.write(pickle.PROTO + bytes([3]))
+    file.write(fragment(np.zeros(1, np.int64), memoize=True) + pickle.POP)
+    file.write(fragment(pd.DataFrame) + pickle.EMPTY_DICT + pickle.MARK)
+    total = sum(np.shape(columns[name])[0] for name in schema.SEQUENCE_COLUMNS)
+    done = 0
+    for name in schema.ALL_COLUMNS:
+        values = columns[name]
+        file.write(fragment(name))
+        if values.ndim == 1:
+            file.write(fragment(values.astype(np.int64)))
+            continue
+        head, tail = _cell_template(values.shape[1], fragment)
+        file.write(pickle.EMPTY_LIST)
+        for start in range(0, len(values), CELL_BATCH):
+            block = values[start:start + CELL_BATCH].astype(np.int64)
+            cells = np.empty((len(block), len(head) + block[0].nbytes + len(tail)), np.uint8)
+            cells[:, :len(head)] = np.frombuffer(head, np.uint8)
+            cells[:, len(head):cells.shape[1] - len(tail)] = block.view(np.uint8)
+            cells[:, cells.shape[1] - len(tail):] = np.frombuffer(tail, np.uint8)
+            file.write(pickle.MARK + cells.tobytes() + pickle.APPENDS)
+            done += len(block)
+            if progress:
+                progress(done, total)
+    index = pd.Index(np.asarray(index, dtype=np.int64))
+    file.write(pickle.SETITEMS + fragment(index) + pickle.TUPLE2 + pickle.REDUCE + pickle.STOP)
+
+
+def _cell_template(width, fragment):
+    """The pickled bytes of an int64 array of `width`, split around where its data goes."""
+    probe = np.arange(width, dtype=np.int64) + 0x0102030405060708  # bytes found nowhere else
+    pickled = fragment(probe)
+    assert pickled.count(probe.tobytes()) == 1, "numpy pickles arrays in an unexpected form"
+    head, tail = pickled.split(probe.tobytes())
+    return head, tail

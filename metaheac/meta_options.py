@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import settings
+from metaheac import settings
 
 ORDERS = (0, 1, 2)
 TASK_WEIGHTS = {"normal": lambda rows: rows, "sqrt": np.sqrt, "unit": np.ones_like}

@@ -11,8 +11,8 @@ import os
 
 import pandas as pd
 
-import atomic_files
-import plots
+from metaheac import atomic_files
+from metaheac import plots
 
 logger = logging.getLogger(__name__)
 
