@@ -3,7 +3,8 @@
 PaddleRec's ``tools/trainer.py`` (upstream's or ours) imports this class from the
 config's folder, builds ``RecDataset(file_list, config=config)`` from
 ``runner.train_reader_path``, and for every batch calls ``train_forward``, then
-``loss.backward()`` and the optimizer step.
+``loss.backward()`` and the optimizer step. Labels arrive as float32: the readers
+cast them once, when a data file is loaded (``metaheac.data_files.load_columns``).
 """
 import paddle
 import paddle.nn.functional as F
@@ -16,6 +17,8 @@ from metaheac.metrics import ExactAuc
 
 
 class DygraphModel:
+    curve_metric = "AUC"  # create_metrics' one metric, which tools/trainer.py's curve records
+
     def create_model(self, config):
         meta_options.read(config)  # a bad meta-learning switch stops the run before any work
         hp = lambda key: settings.get(config, "hyper_parameters." + key)  # noqa: E731
@@ -32,7 +35,7 @@ class DygraphModel:
         return support_x, support_y, query_x, query_y
 
     def create_loss(self, pred, label):
-        return F.binary_cross_entropy(pred, label.astype("float32"))
+        return F.binary_cross_entropy(pred, label)
 
     def create_optimizer(self, dy_model, config, mode="train", parameters=None):
         """Adam for meta-training (mode "train"), or for fine-tuning one campaign."""
@@ -44,7 +47,12 @@ class DygraphModel:
         return paddle.optimizer.Adam(learning_rate=lr, parameters=params, use_multi_tensor=True)
 
     def create_metrics(self):
-        return [ExactAuc()], ["AUC"]
+        return [ExactAuc()], [self.curve_metric]
+
+    def batch_rows(self, batch):
+        """Support and query rows over all tasks of a train batch (tools/trainer.py's ips)."""
+        _, support_y, _, query_y = batch
+        return int(support_y.size) + int(query_y.size)
 
     def train_forward(self, dy_model, metric_list, batch, config):
         """One meta-step's loss: per task inner steps on support, loss on query."""
@@ -52,8 +60,8 @@ class DygraphModel:
         local_lr = settings.get(config, "hyper_parameters.local_lr")
         options = meta_options.read(config)
         loss, predictions = maml.meta_step(
-            _unwrap(dy_model), support_x, support_y.astype("float32"),
-            query_x, query_y.astype("float32"), local_lr, options.order, options.inner_steps)
+            _unwrap(dy_model), support_x, support_y, query_x, query_y, local_lr,
+            options.order, options.inner_steps)
         metric_list[0].update(predictions.numpy(), query_y.numpy())
         return loss, metric_list, {"loss": loss}
 

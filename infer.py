@@ -33,11 +33,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from utils import distributed  # noqa: E402  (first: utils quiets Paddle's import warning)
 import paddle  # noqa: E402
-from utils.config import ConfigError, apply_overrides, load_yaml, settings  # noqa: E402
+from utils.config import ConfigError, apply_overrides, load_yaml  # noqa: E402
 from utils.save_load import CheckpointError, load_model  # noqa: E402
 from utils.utils_single import create_dataset, load_dy_model_class, set_device  # noqa: E402
 import maml  # noqa: E402
 from metaheac import metrics  # noqa: E402
+from metaheac import settings  # noqa: E402
 from metaheac import report  # noqa: E402
 from metaheac.data_files import DataError  # noqa: E402
 
@@ -63,7 +64,7 @@ def fine_tune(model_class, net, config, seed_x, seed_y, later_inputs=()):
     weights = maml.leaf_copies(weights)
     optimizer = model_class.create_optimizer(net, config, mode="infer",
                                              parameters=list(weights.values()))
-    seed_y = paddle.to_tensor(seed_y, dtype="float32")
+    seed_y = paddle.to_tensor(seed_y)
     for _ in range(settings.get(config, "runner.infer_train_epoch")):
         for start in range(0, len(seed_y), batch_size):
             rows = slice(start, start + batch_size)
@@ -81,7 +82,7 @@ def score_adapted(model_class, net, config, weights, candidate_x, candidate_y,
     metric lists given (pooled over campaigns, this campaign's)."""
     batch_size = settings.get(config, "hyper_parameters.batch_size")
     scores = []
-    candidate_y = paddle.to_tensor(candidate_y, dtype="float32")
+    candidate_y = paddle.to_tensor(candidate_y)
     with paddle.no_grad():
         for start in range(0, len(candidate_y), batch_size):
             rows = slice(start, start + batch_size)

@@ -47,6 +47,10 @@ class RecDataset(IterableDataset):
     def __len__(self):
         return len(self.aids)
 
+    def seed_counts(self):
+        """The number of seed rows of each campaign, in the order they are yielded."""
+        return [len(self._seed_index[aid]) for aid in self.aids.tolist()]
+
     def __iter__(self):
         rng = np.random.default_rng(self.seed)
         for aid in self.aids.tolist():

@@ -1,3 +1,4 @@
+"""Shared test helpers; puts the repo root and tools/ on the path (the only place tests do)."""
 import os
 import sys
 
@@ -10,8 +11,7 @@ for path in (ROOT, os.path.join(ROOT, "tools")):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-import bench  # noqa: E402
-from metaheac import schema  # noqa: E402
+from metaheac import reference, schema  # noqa: E402
 
 # Small vocabularies keep unit tests fast; the maths does not depend on the sizes.
 SMALL_MAX_IDXS = [[4] * len(schema.STATIC_FIELDS), [30] * len(schema.SEQUENCE_FIELDS),
@@ -22,7 +22,8 @@ SHARED_FIXTURE = os.path.join(ROOT, "..", "shared", "fixtures", "paddlerec_sampl
 
 def random_inputs(rng, batch, max_idxs=SMALL_MAX_IDXS, leading=()):
     """Random (static, sequence, lengths, ad) int64 arrays within `max_idxs`."""
-    return bench.random_inputs(rng, tuple(leading) + (batch,), max_idxs)
+    return reference.random_inputs(rng, tuple(leading) + (batch,), max_idxs)
+
 
 def frame(rng, rows=12, aids=3):
     """A schema-conforming DataFrame of random rows."""
@@ -33,6 +34,25 @@ def frame(rng, rows=12, aids=3):
         data[f.name] = [rng.integers(0, f.max_id + 1, f.width) for _ in range(rows)]
         data[f.length_column] = rng.integers(0, f.width + 1, rows)
     return pd.DataFrame(data, columns=schema.ALL_COLUMNS, index=np.arange(100, 100 + rows))
+
+
+def campaign_frame(rng, sizes, start_index=0):
+    """Random rows of the campaigns in `sizes` (aid -> rows), each with constant ad fields."""
+    parts = []
+    for aid, size in sizes.items():
+        part = frame(rng, size)
+        part[schema.AID] = aid
+        for column in schema.AD_COLUMNS:  # a campaign's ad fields are constant
+            part[column] = part[column].iloc[0]
+        parts.append(part)
+    df = pd.concat(parts)
+    df.index = np.arange(start_index, start_index + len(df))
+    return df
+
+
+def train_config(batch_size=4, task_count=3, seed=5):
+    return {"hyper_parameters.batch_size": batch_size, "hyper_parameters.task_count": task_count,
+            "runner.seed": seed}
 
 
 @pytest.fixture

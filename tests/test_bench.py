@@ -1,47 +1,88 @@
-"""Smoke test of tools/bench.py: its tiny mode runs and prints every figure (no timing asserted)."""
+"""tools/bench.py in tiny mode: the figures it returns are there and consistent (no time asserted)."""
+import json
+import math
 import os
-import re
 import subprocess
 import sys
 
 import pandas as pd
 
 from conftest import ROOT, frame, write_frame
+from metaheac import settings
 
 
-def test_tiny_bench_runs_and_prints_its_figures(rng, tmp_path):
+def positive(x):
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def assert_step_times(times):
+    assert all(positive(times[k]) for k in ("forward", "backward", "optimizer", "total")), times
+    assert times["total"] >= max(times["forward"], times["backward"], times["optimizer"])
+
+
+def assert_campaign(c, seeds, candidates):
+    assert (c["seeds"], c["candidates"]) == (seeds, candidates)
+    assert all(positive(t) for t in c["ours"] + c["full_model"]) and c["full_model"]
+    assert math.isclose(c["speedup"], c["full_model_median"] / c["ours_median"])
+    assert positive(c["rss_ours_mib"]) and c["rss_mib"] >= c["rss_ours_mib"]
+
+
+def test_tiny_bench_returns_consistent_figures(rng, tmp_path):
     frames = [frame(rng, rows=60, aids=4) for _ in range(2)]
-    data = pd.concat(frames, ignore_index=True)
-    write_frame(data, str(tmp_path / "train_data" / "train_stage1.pkl"))
+    write_frame(pd.concat(frames, ignore_index=True),
+                str(tmp_path / "train_data" / "train_stage1.pkl"))
     for stage, rows in (("test_stage1.pkl", 40), ("test_stage2.pkl", 20)):
         write_frame(frame(rng, rows=rows, aids=2), str(tmp_path / "test_hot_data" / stage))
+    figures = str(tmp_path / "bench.json")
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "bench.py"), "--tiny",
-         "--profile", "--data", str(tmp_path)],
+        [sys.executable, os.path.join(ROOT, "tools", "bench.py"), "--tiny", "--profile",
+         "--data", str(tmp_path), "--json", figures],
         capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    text = out.stdout
-    number = r"[0-9]+(\.[0-9]+)?"
-    assert re.search(r"matrix product: .* %s GFLOP/s" % number, text), text
-    for batch in (8, 16):  # the tiny mode's batch sizes: both formulations, ratio, split, GFLOP/s
-        assert re.search(r"\| %d \| %s \| %s \| %sx \| %s / %s / %s \| %s \| %s \| %s %% \|"
-                         % ((batch,) + (number,) * 9), text), text
-        assert "full-table at batch %d: forward / backward / optimizer" % batch in text
-    assert re.search(r"epoch of the full preset .* = %s min \(ours\), %s min \(full-table\)"
-                     % (number, number), text), text
-    assert re.search(r"\| 64 seeds, 16 candidates \| %s \| %s \| %sx \|" % ((number,) * 3),
-                     text), text
-    assert text.count("peak RSS") >= 3
-    assert "Top operators of our meta-step at batch 16" in text
-    assert re.search(r"\| Global_MatmulGradNode \| 80 \| %s \|" % number, text), text
-    # --data: first and cached load, and meta-steps through the real reader.
-    assert re.search(r"\| first \(no cache.* \| %s \| 120 \| " % number, text), text
-    assert re.search(r"\| cached \| %s \| 120 \| " % number, text), text
-    assert re.search(r"2 meta-steps at batch 16 through the real reader .* median %s s/step"
-                     % number, text), text
-    assert "measured epoch estimate" in text
-    assert re.search(r"Inference on the real hot test campaign .*\n\n.*\n.*\n\| [0-9]+ seeds, "
-                     r"[0-9]+ candidates \| %s \| %s \| %sx \|" % ((number,) * 3), text), text
+    with open(figures) as f:
+        report = json.load(f)
+
+    # The default network of metaheac/settings.py.
+    for key, value in report["network"].items():
+        assert value == settings.DEFAULTS["hyper_parameters." + key], key
+    assert positive(report["matmul_gflops"]) and positive(report["parameters"])
+
+    meta = report["meta_steps"]
+    assert [row["batch"] for row in meta["rows"]] == [8, 16]  # the tiny mode's batch sizes
+    for row in meta["rows"]:
+        assert_step_times(row["ours"])
+        assert_step_times(row["full_table"])
+        assert math.isclose(row["speedup"], row["full_table"]["total"] / row["ours"]["total"])
+        assert math.isclose(row["gflops"], row["gflop"] / row["ours"]["total"])
+    assert meta["rows"][1]["gflop"] == 2 * meta["rows"][0]["gflop"]  # linear in the batch
+    epoch = meta["full_preset_epoch"]
+    assert (epoch["batch"], epoch["steps"]) == (16, math.ceil(4_400_000 / 16))
+    assert math.isclose(epoch["minutes"], epoch["steps"] * meta["rows"][1]["ours"]["total"] / 60)
+    assert 0 < meta["rss_ours_mib"] <= meta["rss_mib"]
+
+    assert report["profile_batch"] == 16
+    matmul_grad = next(o for o in report["profile"] if o["operator"] == "Global_MatmulGradNode")
+    assert matmul_grad["calls_per_step"] == 80 and positive(matmul_grad["ms_per_step"])
+
+    assert_campaign(report["inference"]["campaign"], 64, 16)
+
+    # --data: the first and the cached load, meta-steps through the real reader, a campaign.
+    data = report["data"]
+    for load in (data["first_load"], data["cached_load"]):
+        assert (load["rows"], load["campaigns"]) == (120, 4) and positive(load["seconds"])
+    train = data["train"]
+    assert (train["rows"], train["steps"], train["batch"]) == (120, 2, 16)
+    assert all(positive(train[k]) for k in ("step", "reader", "compute", "load", "maxrss_mib"))
+    assert data["measured_epoch"]["steps"] == math.ceil(120 / 16)
+    hot = data["hot_campaign"]
+    assert hot["campaigns"] == 2 and hot["aid"] in (0, 1)
+    assert_campaign(hot, hot["seeds"], hot["candidates"])
+    assert 0 < hot["seeds"] < 40 and 0 < hot["candidates"] < 20
+
+    # The renderer prints what was returned.
+    assert "| 8 | %.4f | %.4f | %.1fx |" % (meta["rows"][0]["full_table"]["total"],
+                                            meta["rows"][0]["ours"]["total"],
+                                            meta["rows"][0]["speedup"]) in out.stdout
     # The data folder is left as it was: the first load ran on links in a scratch folder.
     assert sorted(os.listdir(tmp_path / "train_data")) == ["train_stage1.pkl"]
     assert sorted(os.listdir(tmp_path / "test_hot_data")) == [".columns_cache", "test_stage1.pkl",

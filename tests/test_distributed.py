@@ -21,10 +21,10 @@ import infer
 import reader_train
 from metaheac import schema
 import trainer
-from conftest import ROOT
-from test_readers import campaign_frame
+from conftest import ROOT, campaign_frame
 from utils import distributed
-from utils.config import ConfigError, apply_overrides, load_yaml, settings
+from metaheac import settings
+from utils.config import ConfigError, apply_overrides, load_yaml
 from utils.save_load import save_model
 from utils.utils_single import create_data_loader, load_dy_model_class
 
@@ -181,7 +181,7 @@ def test_two_ranks_train_like_one_process_with_both_ranks_tasks(setup, tmp_path)
     optimizer = model_class.create_optimizer(model, config)
     metrics, _ = model_class.create_metrics()
     losses = []
-    for batch in itertools.islice(create_data_loader(config, None)(), steps):
+    for batch in itertools.islice(create_data_loader(config)(), steps):
         loss, metrics, _ = trainer.train_step(model_class, model, optimizer, metrics, batch,
                                               config, distributed.Ranks())
         losses.append(float(loss))

@@ -13,10 +13,9 @@ from conftest import ROOT, SMALL_MAX_IDXS
 from utils.save_load import load_model
 
 KILLED_DURING_SAVE = textwrap.dedent("""
-    import os, sys
-    sys.path[:0] = [{root!r}, os.path.join({root!r}, "tools")]
+    import os
+    from utils.save_load import save_model  # run in tools/: utils puts the repo root on the path
     import paddle, net
-    from utils.save_load import save_model
     paddle.seed(1)
     model = net.MetaHeacNet({max_idxs!r}, 4, [8], 2, 2)
     save_model(model, None, {out!r}, 0)
@@ -37,8 +36,9 @@ KILLED_DURING_SAVE = textwrap.dedent("""
 
 def test_a_kill_during_save_leaves_the_last_checkpoint_loadable(tmp_path):
     out = str(tmp_path / "models")
-    script = KILLED_DURING_SAVE.format(root=ROOT, max_idxs=SMALL_MAX_IDXS, out=out)
-    assert subprocess.run([sys.executable, "-c", script], timeout=120).returncode == 9
+    script = KILLED_DURING_SAVE.format(max_idxs=SMALL_MAX_IDXS, out=out)
+    assert subprocess.run([sys.executable, "-c", script], cwd=os.path.join(ROOT, "tools"),
+                          timeout=120).returncode == 9
     paddle.seed(1)
     expected = net.MetaHeacNet(SMALL_MAX_IDXS, 4, [8], 2, 2)
     restored = net.MetaHeacNet(SMALL_MAX_IDXS, 4, [8], 2, 2)

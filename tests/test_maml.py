@@ -7,8 +7,8 @@ import pytest
 import maml
 import net
 from conftest import SMALL_MAX_IDXS, random_inputs
-from bench import full_table_meta_loss
 from dygraph_model import DygraphModel
+from metaheac.reference import full_model_fine_tune, full_table_meta_loss
 
 LOCAL_LR = 0.05  # large, so that a wrong inner step would show
 
@@ -115,14 +115,7 @@ def full_model_finetune_scores(model, config, seed_x, seed_y, candidate_x, epoch
     copy = make_net()
     copy.set_state_dict(model.state_dict())
     optimizer = DygraphModel().create_optimizer(copy, config, mode="infer")
-    for _ in range(epochs):
-        for start in range(0, len(seed_y), batch):
-            rows = slice(start, start + batch)
-            loss = F.binary_cross_entropy(copy(*tensors([x[rows] for x in seed_x])),
-                                          paddle.to_tensor(seed_y[rows]))
-            loss.backward()
-            optimizer.step()
-            optimizer.clear_grad()
+    full_model_fine_tune(copy, optimizer, seed_x, seed_y, epochs, batch)
     with paddle.no_grad():
         return copy(*tensors(candidate_x)).numpy()
 

@@ -10,9 +10,8 @@ from metaheac import meta_options
 import reader_train
 from metaheac import schema
 from metaheac import settings
-from conftest import SMALL_MAX_IDXS, random_inputs, write_frame
+from conftest import SMALL_MAX_IDXS, campaign_frame, random_inputs, train_config, write_frame
 from dygraph_model import DygraphModel
-from test_readers import campaign_frame, train_config
 from utils.config import apply_overrides
 
 SIZES = {1: 10, 2: 20, 3: 40, 4: 80}

@@ -5,7 +5,7 @@ import pytest
 import net
 from metaheac import schema
 from conftest import SMALL_MAX_IDXS, random_inputs
-from reference import forward as reference_forward
+from numpy_forward import forward as reference_forward
 
 
 def make_net(mlp_dims=(16, 8), seed=3):

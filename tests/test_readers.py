@@ -1,32 +1,13 @@
 import logging
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import reader_test
 import reader_train
 from metaheac import schema
-from conftest import frame, write_frame
+from conftest import campaign_frame, frame, train_config, write_frame
 from metaheac.data_files import DataError
-
-
-def train_config(batch_size=4, task_count=3, seed=5):
-    return {"hyper_parameters.batch_size": batch_size, "hyper_parameters.task_count": task_count,
-            "runner.seed": seed}
-
-
-def campaign_frame(rng, sizes, start_index=0):
-    parts = []
-    for aid, size in sizes.items():
-        part = frame(rng, size)
-        part[schema.AID] = aid
-        for column in schema.AD_COLUMNS:  # a campaign's ad fields are constant
-            part[column] = part[column].iloc[0]
-        parts.append(part)
-    df = pd.concat(parts)
-    df.index = np.arange(start_index, start_index + len(df))
-    return df
 
 
 def test_train_batches_have_the_upstream_shapes(tmp_path, rng):

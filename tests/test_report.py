@@ -18,8 +18,8 @@ from metaheac import metrics
 from metaheac import report
 from metaheac import schema
 import trainer
+from conftest import campaign_frame
 from metaheac import training_curve
-from test_readers import campaign_frame
 from utils.config import apply_overrides, load_yaml
 from utils.save_load import save_model
 from utils.utils_single import load_dy_model_class

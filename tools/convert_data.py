@@ -10,8 +10,7 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+import utils  # noqa: F401  (puts the repo root, and so the metaheac package, on the path)
 from metaheac.data_files import DataError, frame_to_columns, read_frame, save_columnar  # noqa: E402
 
 

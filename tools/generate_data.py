@@ -27,14 +27,14 @@ draws exactly what it drew before chunking existed (``data/`` is unchanged).
 import argparse
 import dataclasses
 import os
-import sys
 import time
 
 import numpy as np
 import pandas as pd
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)  # the metaheac package, when run as a script
+import utils  # noqa: E402  (puts the repo root, and so the metaheac package, on the path)
+
+REPO_ROOT = utils.ROOT
 
 from metaheac import schema  # noqa: E402
 from metaheac.atomic_files import replacing  # noqa: E402

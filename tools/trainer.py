@@ -4,30 +4,30 @@
 
 Reads the YAML config, imports ``DygraphModel`` and the reader from the config's
 folder, trains ``runner.epochs`` epochs and saves ``<model_save_path>/<epoch>/rec.pdparams``
-and ``rec.pdopt`` after each. The logged loss and AUC also go to
+and ``rec.pdopt`` after each. The logged loss and metrics also go to
 ``<model_save_path>/training_curve.csv`` and, at the end, ``training_curve.png``.
 
-Launched as several processes by ``python -m paddle.distributed.launch`` with
-``runner.use_fleet: True``, it trains data parallel (utils/distributed.py): each
-rank takes its ``task_count`` tasks of a meta-batch of ``task_count x world_size``,
-the gradients are averaged before each Adam step, an epoch has ``1/world_size`` as
-many meta-steps, and only rank 0 saves checkpoints and the curve.
+What is model-specific it asks the ``DygraphModel``: the rows of a batch
+(``batch_rows``, for the samples/s it logs) and the metric the curve records
+(``curve_metric``); a model without them gets the leading size of the batch's first
+tensor and its first metric.
+
+With ``runner.use_fleet: True`` under ``python -m paddle.distributed.launch`` it trains
+data parallel: readme.md, "Several processes, GPUs or machines".
 """
 import argparse
 import logging
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from utils import distributed  # noqa: E402  (first: utils quiets Paddle's import warning)
-import paddle  # noqa: E402
-from utils.config import ConfigError, apply_overrides, load_yaml, settings  # noqa: E402
-from utils.save_load import CheckpointError, load_model, save_model  # noqa: E402
-from utils.utils_single import create_data_loader, load_dy_model_class, set_device  # noqa: E402
-from metaheac.data_files import DataError  # noqa: E402  (utils put the model folder on the path)
-from metaheac.training_curve import TrainingCurve  # noqa: E402
+from utils import distributed  # first: sets the CPU up before Paddle is imported
+import paddle
+from utils.config import ConfigError, apply_overrides, load_yaml
+from utils.save_load import CheckpointError, load_model, save_model
+from utils.utils_single import create_data_loader, load_dy_model_class, set_device
+from metaheac import settings  # utils put the repo root on the path
+from metaheac.data_files import DataError
+from metaheac.training_curve import TrainingCurve
 
 logging.basicConfig(format="%(asctime)s - %(levelname)s - %(message)s", level=logging.INFO)
 logger = logging.getLogger("trainer")
@@ -50,7 +50,7 @@ def main(args):
     run = lambda key: settings.get(config, "runner." + key)  # noqa: E731
     paddle.seed(run("seed"))
     logger.info("config: %s", {k: v for k, v in sorted(config.items())})
-    place = set_device(config)
+    set_device(config)
     ranks = distributed.start(config)
     model_class = load_dy_model_class(config["config_abs_dir"])
     model = model_class.create_model(config)
@@ -58,7 +58,7 @@ def main(args):
     if run("model_init_path"):
         load_model(run("model_init_path"), model, optimizer=optimizer)
     ranks.sync_parameters(model)
-    loader = create_data_loader(config, place, mode="train")
+    loader = create_data_loader(config, mode="train")
     if ranks.size > 1:
         _shard(loader.dataset, ranks, config)
     ranks.wait_for_all()  # the ranks may take unequal time to load the data
@@ -84,7 +84,7 @@ def main(args):
             loss, metrics, to_print = train_step(model_class, model, optimizer, metrics, batch,
                                                  config, ranks)
             batch_cost += time.time() - step_start
-            samples += _rows(batch) * ranks.size
+            samples += _rows(model_class, batch) * ranks.size
             steps += 1
             meta_step += 1
             interval_loss += loss  # a tensor: no device sync until the log line
@@ -99,8 +99,8 @@ def main(args):
                     reader_cost / steps, (reader_cost + batch_cost) / steps,
                     samples / max(elapsed, 1e-9))
                 if curve:
-                    curve.record(epoch, step, meta_step, float(loss),
-                                 float(interval_loss) / steps, values["AUC"])
+                    curve.record(epoch, step, meta_step, float(loss), float(interval_loss) / steps,
+                                 values[_curve_metric(model_class, metric_names)])
                 interval_start = time.time()
                 reader_cost = batch_cost = 0.0
                 samples = steps = 0
@@ -134,9 +134,20 @@ def _shard(dataset, ranks, config):
     dataset.shard(ranks.rank, ranks.size)
 
 
-def _rows(batch):
-    # Support and query rows over all tasks of the meta-batch.
-    return sum(int(labels.size) for labels in (batch[1], batch[3]))
+def _rows(model_class, batch):
+    """Rows of a batch, for ips: the model's ``batch_rows(batch)``, else the leading size
+    of the batch's first tensor (one row per sample, as most PaddleRec readers yield)."""
+    if hasattr(model_class, "batch_rows"):
+        return model_class.batch_rows(batch)
+    first = batch
+    while isinstance(first, (list, tuple)):
+        first = first[0]
+    return int(first.shape[0])
+
+
+def _curve_metric(model_class, metric_names):
+    """The metric the training curve records: the model's ``curve_metric``, else its first."""
+    return getattr(model_class, "curve_metric", metric_names[0])
 
 
 def _metric_values(metrics, names):

@@ -1,15 +1,13 @@
-"""Helpers of tools/trainer.py and infer.py; the model folder above tools/ goes on the path."""
+"""Helpers of tools/trainer.py, infer.py and the other tools.
+
+Importing this package puts the repository root on ``sys.path`` (once): a script run
+as ``python tools/<name>.py`` then imports the model files and the ``metaheac``
+package. The helpers that use Paddle import ``utils.cpu`` first, which sets the CPU
+up before Paddle is imported.
+"""
 import os
 import sys
-import warnings
 
-from . import cpu
-
-cpu.configure()  # before anything imports Paddle
-
-# Paddle warns at import that ccache (a C++ build cache) is missing; nothing here compiles.
-warnings.filterwarnings("ignore", message="No ccache found")
-
-MODEL_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if MODEL_DIR not in sys.path:
-    sys.path.insert(0, MODEL_DIR)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)

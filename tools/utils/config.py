@@ -3,8 +3,8 @@ import os
 
 import yaml
 
-from metaheac import settings  # lives in the model folder, which utils/__init__.py puts on the path
-from metaheac.settings import ConfigError  # noqa: F401
+from metaheac import settings
+from metaheac.settings import ConfigError
 
 
 def flatten(tree, prefix=""):

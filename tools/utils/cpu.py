@@ -9,10 +9,13 @@
   (tools/bench.py measures both).
 * glibc's allocator keeps freed blocks of up to 32 MiB (``tune_malloc``).
 
-A value the user set in the environment is kept.
+A value the user set in the environment is kept. Importing this module applies
+them, and quiets Paddle's import warning about ccache (a C++ build cache: nothing
+here compiles); import it before Paddle.
 """
 import ctypes
 import os
+import warnings
 
 
 def configure():
@@ -32,3 +35,7 @@ def tune_malloc():
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20)
                 and libc.mallopt(m_trim_threshold, 1 << 30))
+
+
+configure()
+warnings.filterwarnings("ignore", message="No ccache found")

@@ -16,13 +16,16 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import paddle
-import paddle.distributed as dist
-from paddle.base import core
-from paddle.distributed.fleet.utils.hybrid_parallel_util import fused_allreduce_gradients
-from paddle.distributed.parallel import sync_params_buffers
 
-from utils.config import ConfigError, settings
+from utils import cpu  # noqa: F401  (before Paddle)
+import paddle  # noqa: E402
+import paddle.distributed as dist  # noqa: E402
+from paddle.base import core  # noqa: E402
+from paddle.distributed.fleet.utils.hybrid_parallel_util import fused_allreduce_gradients  # noqa: E402,E501
+from paddle.distributed.parallel import sync_params_buffers  # noqa: E402
+
+from metaheac import settings  # noqa: E402
+from metaheac.settings import ConfigError  # noqa: E402
 
 _meetings = itertools.count()  # every rank meets in the same order, so the keys agree
 

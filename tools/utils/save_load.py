@@ -6,9 +6,10 @@ the previous checkpoint whole.
 import logging
 import os
 
-import paddle
+from utils import cpu  # noqa: F401  (before Paddle)
+import paddle  # noqa: E402
 
-from metaheac.atomic_files import replacing
+from metaheac.atomic_files import replacing  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -5,9 +5,11 @@ import os
 import sys
 
 import numpy as np
-import paddle
 
-from utils.config import settings
+from utils import cpu  # noqa: F401  (before Paddle)
+import paddle  # noqa: E402
+
+from metaheac import settings  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,6 @@ def _to_tensors(sample):
     return sample
 
 
-def create_data_loader(config, place, mode="train"):
-    """The dataset of `mode`, yielding tensors; `place` is set by ``set_device``."""
+def create_data_loader(config, mode="train"):
+    """The dataset of `mode`, yielding tensors on the device ``set_device`` chose."""
     return TensorLoader(create_dataset(config, mode))
