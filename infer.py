@@ -8,14 +8,11 @@ campaign in it: score its candidates (stage 2) with the meta-trained weights, th
 start from those weights, fine-tune ``infer_train_epoch`` epochs with Adam
 (``local_test_learning_rate``) on the campaign's seed rows (stage 1) in batches of
 ``batch_size``, and score the candidates again. Logs each campaign and each test
-folder, prints a table, and writes the report of ``report.py`` to
+folder, prints a table, and writes the report of ``metaheac/report.py`` to
 ``<runner.infer_output_dir>/<epoch>`` (default ``<infer_load_path>/infer/<epoch>``).
 
-Launched as several processes by ``python -m paddle.distributed.launch`` with
-``runner.use_fleet: True``, the campaigns of a folder are dealt in ascending aid
-order, each to the rank with the fewest rows to process so far; each rank fine-tunes
-and scores its own, and rank 0 gathers them, computes the metrics and writes the
-report. Seed rows are shuffled exactly as in one process, so the results are the same.
+With ``runner.use_fleet: True`` under ``python -m paddle.distributed.launch`` the
+campaigns are shared among the ranks: readme.md, "Several processes, GPUs or machines".
 
 Each campaign is fine-tuned on copies of only the embedding rows its rows use:
 a fresh Adam never moves a row whose gradient has always been zero, so this

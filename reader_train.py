@@ -4,17 +4,13 @@
 once into NumPy arrays. Each epoch yields ``ceil(rows / batch_size)`` meta-batches;
 a meta-batch draws ``task_count`` campaigns (by default with probability
 proportional to their row count and with replacement, as upstream PaddleRec;
-``sample_method`` and ``sample_replace`` in meta_options.py) and, for each, a
+``sample_method`` and ``sample_replace`` in metaheac/meta_options.py) and, for each, a
 support and a query batch of ``batch_size`` rows drawn independently. Epoch e
 draws from a stream seeded by (``runner.seed``, e): epochs differ, runs repeat, and
 a run resumed at epoch e (``set_epoch``) draws what the uninterrupted run drew.
 
-Under data parallelism (``shard``) every rank draws the same meta-batches of
-``task_count x world_size`` tasks from that stream and keeps its own ``task_count``
-of them: the ranks together see exactly what one process with ``task_count x
-world_size`` sees, and no campaign repeats across ranks when ``sample_replace`` is
-false. An epoch then has ``ceil(rows / (batch_size x world_size))`` meta-steps, so
-it draws as many tasks as a one-process epoch with ``task_count``.
+``shard(rank, world_size)`` keeps a rank's share of every meta-batch under data
+parallelism (readme.md, "Several processes, GPUs or machines").
 """
 import logging
 

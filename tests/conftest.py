@@ -11,6 +11,7 @@ for path in (ROOT, os.path.join(ROOT, "tools")):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+from utils import cpu  # noqa: E402,F401  (the CPU set up as the trainer sets it, before Paddle)
 from metaheac import reference, schema  # noqa: E402
 
 # Small vocabularies keep unit tests fast; the maths does not depend on the sizes.

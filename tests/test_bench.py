@@ -1,4 +1,5 @@
-"""tools/bench.py in tiny mode: the figures it returns are there and consistent (no time asserted)."""
+"""tools/bench.py in tiny mode: the figures it returns are there and consistent (no time
+asserted)."""
 import json
 import math
 import os

@@ -35,3 +35,17 @@ def test_upstream_trainer_loop_with_paddle_dataloader():
             break
     assert names == ["AUC"]
     assert any(not np.array_equal(v.numpy(), before[k]) for k, v in model.state_dict().items())
+
+
+def test_trainer_asks_the_model_for_rows_and_curve_metric_and_falls_back_without_hooks():
+    import trainer
+    support = paddle.zeros([2, 8])  # task_count x batch_size labels
+    batch = [[paddle.zeros([2, 8, 7])], support, [paddle.zeros([2, 8, 7])], support]
+    assert trainer._rows(DygraphModel(), batch) == 32  # support and query rows of all tasks
+    assert trainer._curve_metric(DygraphModel(), ["AUC"]) == "AUC"
+
+    class PlainModel:  # a PaddleRec model module without the optional hooks
+        pass
+
+    assert trainer._rows(PlainModel(), [paddle.zeros([16, 3]), paddle.zeros([16])]) == 16
+    assert trainer._curve_metric(PlainModel(), ["auc", "loss"]) == "auc"

@@ -586,8 +586,8 @@ def measure_real_data(args, meta_steps):
     try:
         for f in files:
             os.symlink(os.path.join(train, f), os.path.join(scratch, f))
-        first, cached = (Load(**_run_child(args, ["load", scratch])) for _ in range(2))
-        reader = ReaderSteps(**_run_child(args, ["train", scratch, "--steps",
+        first, cached = (Load(**_in_fresh_process(args, ["load", scratch])) for _ in range(2))
+        reader = ReaderSteps(**_in_fresh_process(args, ["train", scratch, "--steps",
                                                  str(args.data_steps)]))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -598,11 +598,11 @@ def measure_real_data(args, meta_steps):
                                "this data (%s rows), synthetic step time"
                                % "{:,}".format(reader.rows))
     test = os.path.join(os.path.abspath(args.data), "test_hot_data")
-    hot = Campaign(**_run_child(args, ["infer", test])) if os.path.isdir(test) else None
+    hot = Campaign(**_in_fresh_process(args, ["infer", test])) if os.path.isdir(test) else None
     return RealData(train, files, first, cached, reader, measured, synthetic, hot), None
 
 
-def _run_child(args, what):
+def _in_fresh_process(args, what):
     command = [sys.executable, os.path.abspath(__file__), "child", *what,
                "--threads", str(args.threads)]
     command += ["--tiny"] * args.tiny + ["--openmp"] * args.openmp
@@ -744,7 +744,8 @@ def render(report):
 def _real_data_lines(d):
     t = d.train
     lines = ["", "## Real data: %s (%s)" % (d.folder, ", ".join(d.files)), "",
-             "| RecDataset load | seconds | rows | campaigns | peak RSS (MiB) |", "|---|---|---|---|---|"]
+             "| RecDataset load | seconds | rows | campaigns | peak RSS (MiB) |",
+             "|---|---|---|---|---|"]
     for name, load in (("first (no cache: parse + check + write the cache)", d.first_load),
                        ("cached", d.cached_load)):
         lines.append("| %s | %.2f | %s | %d | %.0f |" % (

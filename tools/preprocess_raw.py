@@ -15,7 +15,7 @@ and ``test_cold_data/test_stage{1,2}.pkl``. It follows the authors' ``data/proce
   than T positive rows over both stages (``--threshold``, default 4000 as in PaddleRec's readme;
   the authors' script uses 2000), cold otherwise, including a campaign without positives
   (which the authors' script counts as hot).
-* The 7 sequence fields of ``schema.py`` keep their first tokens (10/10/10/5/5/5/5, the fields'
+* The 7 sequence fields of ``metaheac/schema.py`` keep their first tokens (10/10/10/5/5/5/5, the fields'
   widths), padded after. Each field's tokens are re-indexed densely: the tokens present, in
   increasing raw order, become 0..n-1, and n marks "missing" (padding, an absent field).
   The ``_length`` column counts the tokens kept. The authors' length counts up to 10 tokens
@@ -29,7 +29,7 @@ and ``test_cold_data/test_stage{1,2}.pkl``. It follows the authors' ``data/proce
 
 Ids: the re-indexed vocabularies differ from the schema's max ids, so the command prints the
 ``hyper_parameters.max_idxs`` the data needs, as an ``-o`` override for trainer.py and infer.py
-(smaller tables than the default). If a field's max id exceeds schema.py's, the default tables
+(smaller tables than the default). If a field's max id exceeds metaheac/schema.py's, the default tables
 cannot hold it: the command then stops before writing anything and names the field, unless
 ``--allow-larger-ids`` is given, in which case training needs the printed override.
 """
@@ -300,7 +300,7 @@ def split_campaigns(aid, label, seed, threshold):
 
 
 def schema_overflows(max_idxs):
-    """'field: max id X > Y' for each field whose ids schema.py's tables cannot hold."""
+    """'field: max id X > Y' for each field whose ids metaheac/schema.py's tables cannot hold."""
     names = [schema.STATIC_COLUMNS, schema.SEQUENCE_COLUMNS, schema.AD_COLUMNS]
     return ["%s: max id %d > %d" % (name, got, allowed)
             for group, got_group, allowed_group in zip(names, max_idxs, schema.DEFAULT_MAX_IDXS)
@@ -322,7 +322,7 @@ def preprocess(raw_dir, out_dir, seed=2021, threshold=4000, layout="lookalike", 
     encoded = encode(pd.concat([seeds, candidates], ignore_index=True), ads, users)
     overflows = schema_overflows(encoded.max_idxs)
     if overflows and not allow_larger_ids:
-        raise RawDataError("ids exceed schema.py's tables (%s); rerun with --allow-larger-ids and train "
+        raise RawDataError("ids exceed metaheac/schema.py's tables (%s); rerun with --allow-larger-ids and train "
                            "with -o hyper_parameters.max_idxs=%s" % ("; ".join(overflows),
                                                                      _compact_json(encoded.max_idxs)))
 
@@ -355,7 +355,7 @@ def main(argv=None):
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default="lookalike",
                         help="folder layout (default: lookalike, as config_big.yaml)")
     parser.add_argument("--allow-larger-ids", action="store_true",
-                        help="write the files even if ids exceed schema.py's max ids")
+                        help="write the files even if ids exceed metaheac/schema.py's max ids")
     args = parser.parse_args(argv)
     start = time.time()
     try:

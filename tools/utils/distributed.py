@@ -1,10 +1,9 @@
 """Data parallelism over ``paddle.distributed``: the same code on CPUs (gloo) and GPUs (NCCL).
 
 A run started by ``python -m paddle.distributed.launch`` with ``runner.use_fleet:
-True`` is one rank per process. Meta-training averages the ranks' gradients before
-every Adam step; inference splits the campaigns among the ranks and gathers the
-results on rank 0. A process started without the launcher is rank 0 of 1, and
-every method below is then a no-op, so single-process runs are unchanged.
+True`` is one rank per process; what each rank does is in readme.md, "Several
+processes, GPUs or machines". A process started without the launcher is rank 0 of
+1, and every method below is then a no-op, so single-process runs are unchanged.
 
 A gloo collective fails when a rank waits more than 30 s for the others (Paddle
 gives no way to raise gloo's limit), so after work that takes the ranks unequal
@@ -21,7 +20,8 @@ from utils import cpu  # noqa: F401  (before Paddle)
 import paddle  # noqa: E402
 import paddle.distributed as dist  # noqa: E402
 from paddle.base import core  # noqa: E402
-from paddle.distributed.fleet.utils.hybrid_parallel_util import fused_allreduce_gradients  # noqa: E402,E501
+from paddle.distributed.fleet.utils.hybrid_parallel_util import (  # noqa: E402
+    fused_allreduce_gradients)
 from paddle.distributed.parallel import sync_params_buffers  # noqa: E402
 
 from metaheac import settings  # noqa: E402
