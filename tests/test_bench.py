@@ -88,3 +88,12 @@ def test_tiny_bench_returns_consistent_figures(rng, tmp_path):
     assert sorted(os.listdir(tmp_path / "train_data")) == ["train_stage1.pkl"]
     assert sorted(os.listdir(tmp_path / "test_hot_data")) == [".columns_cache", "test_stage1.pkl",
                                                                "test_stage2.pkl"]
+
+
+def test_a_data_folder_without_train_data_is_a_one_line_error(tmp_path):
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "bench.py"), "--tiny", "--data",
+         str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("error: --data %s: no train_data/ folder in it (the layout of "
+                                  "tools/generate_data.py --preset full)" % tmp_path)

@@ -270,20 +270,28 @@ def setup_cpu(threads, openmp):
     from utils import cpu  # noqa: F401  (applies the rest before Paddle is imported)
 
 
+class BenchError(Exception):
+    """Bad input (a missing folder, an unreadable data file); the message says which."""
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["child"]:
-        args = parse_child_args(argv[1:])
+    try:
+        if argv[:1] == ["child"]:
+            args = parse_child_args(argv[1:])
+            setup_cpu(args.threads, args.openmp)
+            print(json.dumps(dataclasses.asdict(run_child(args))))
+            return
+        args = parse_args(argv)
         setup_cpu(args.threads, args.openmp)
-        print(json.dumps(dataclasses.asdict(run_child(args))))
-        return
-    args = parse_args(argv)
-    setup_cpu(args.threads, args.openmp)
-    report = run(args)
-    print(render(report), flush=True)
-    if args.json:
-        from metaheac.atomic_files import write_json
-        write_json(dataclasses.asdict(report), args.json)
+        report = run(args)
+        print(render(report), flush=True)
+        if args.json:
+            from metaheac.atomic_files import write_json
+            write_json(dataclasses.asdict(report), args.json)
+    except BenchError as error:
+        print("error: %s" % error, file=sys.stderr)
+        sys.exit(2)
 
 
 # --- the network and its inputs ----------------------------------------------------
@@ -366,6 +374,8 @@ def meta_step_flops(embed_dim, mlp_dims, num_expert, num_output, task_count, bat
 
 def run(args):
     """Every measurement the arguments ask for, as a Report."""
+    if args.data:
+        train_folder(args.data)  # a wrong folder stops the run before any measurement
     import paddle
     paddle.set_device("cpu")
     config = network_config(args.tiny)
@@ -578,7 +588,7 @@ def time_campaign(net, config, seed_x, seed_y, cand_x, cand_y, repeats=1, refere
 def measure_real_data(args, meta_steps):
     """Loads, reader meta-steps and a real campaign, each in a fresh process (``child``).
     Returns (RealData, None), or (None, why it was skipped)."""
-    train = os.path.join(os.path.abspath(args.data), "train_data")
+    train = train_folder(args.data)
     files = sorted(f for f in os.listdir(train) if f.endswith((".pkl", ".npz")))
     if not files:
         return None, "%s holds no .pkl/.npz files" % train
@@ -588,7 +598,9 @@ def measure_real_data(args, meta_steps):
             os.symlink(os.path.join(train, f), os.path.join(scratch, f))
         first, cached = (Load(**_in_fresh_process(args, ["load", scratch])) for _ in range(2))
         reader = ReaderSteps(**_in_fresh_process(args, ["train", scratch, "--steps",
-                                                 str(args.data_steps)]))
+                                                        str(args.data_steps)]))
+    except BenchError as error:  # name the data file, not its link
+        raise BenchError(str(error).replace(scratch, train)) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     steps = math.ceil(reader.rows / reader.batch)
@@ -602,11 +614,21 @@ def measure_real_data(args, meta_steps):
     return RealData(train, files, first, cached, reader, measured, synthetic, hot), None
 
 
+def train_folder(data):
+    train = os.path.join(os.path.abspath(data), "train_data")
+    if not os.path.isdir(train):
+        raise BenchError("--data %s: no train_data/ folder in it (the layout of "
+                         "tools/generate_data.py --preset full)" % data)
+    return train
+
+
 def _in_fresh_process(args, what):
     command = [sys.executable, os.path.abspath(__file__), "child", *what,
                "--threads", str(args.threads)]
     command += ["--tiny"] * args.tiny + ["--openmp"] * args.openmp
     out = subprocess.run(command, capture_output=True, text=True, cwd=utils.ROOT)
+    if out.returncode == 2:  # bad input, said in one line
+        raise BenchError(out.stderr.strip().splitlines()[-1].removeprefix("error: "))
     if out.returncode != 0:
         raise RuntimeError("%s failed:\n%s" % (" ".join(command), out.stderr[-4000:]))
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -614,6 +636,14 @@ def _in_fresh_process(args, what):
 
 def run_child(args):
     """One measurement of the --data part in this process: a Load, ReaderSteps or Campaign."""
+    from metaheac.data_files import DataError
+    try:
+        return _measure_in_child(args)
+    except (DataError, OSError) as error:
+        raise BenchError(error) from None
+
+
+def _measure_in_child(args):
     import paddle
     paddle.set_device("cpu")
     if args.what == "infer":
