@@ -12,5 +12,6 @@ and ``tools/`` import what they share from here:
 - ``metrics``, ``report``, ``plots``, ``training_curve``: evaluation and its outputs;
 - ``atomic_files``: every file a user keeps is written to a temporary name and renamed;
 - ``reference``: straightforward formulations (upstream's full-table meta-step,
-  full-model fine-tuning) that the tests and the benchmark compare against.
+  full-model fine-tuning) and random inputs of the schema, which the tests and the
+  benchmark compare against.
 """
