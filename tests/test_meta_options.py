@@ -112,7 +112,8 @@ def test_order_zero_trains_on_the_plain_query_loss(rng):
               "hyper_parameters.mlp_dims": [8], "hyper_parameters.meta_order": 0}
     model = model_class.create_model(config)
     support_x, query_x = (random_inputs(rng, 6, leading=(2,)) for _ in range(2))
-    support_y, query_y = (rng.integers(0, 2, (2, 6)) for _ in range(2))
+    # float32 labels, as the readers yield them
+    support_y, query_y = (rng.integers(0, 2, (2, 6)).astype("float32") for _ in range(2))
     batch = [[paddle.to_tensor(x) for x in support_x], paddle.to_tensor(support_y),
              [paddle.to_tensor(x) for x in query_x], paddle.to_tensor(query_y)]
     metrics, _ = model_class.create_metrics()
