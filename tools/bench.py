@@ -59,10 +59,10 @@ import time
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-import utils  # noqa: F401  (puts the repo root on the path; Paddle is imported later)
+# Paddle reads the thread settings once, when it is imported: so Paddle, and the
+# modules that import it, are imported inside the functions below, after setup_cpu.
+import utils  # puts the repo root on the path
 
-# Read when Paddle is imported, so set by setup_cpu first; the bench's modules that
-# import Paddle are imported inside the functions below.
 FULL_PRESET_TRAIN_ROWS = 4_400_000  # tools/generate_data.py --preset full: ~4.4 M train rows
 MODES = {  # batches, steps, warm-up, seed rows, data steps
     "full": ("32,1024", 7, 2, 30_000, 20),
