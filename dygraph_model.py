@@ -6,7 +6,6 @@ config's folder, builds ``RecDataset(file_list, config=config)`` from
 ``loss.backward()`` and the optimizer step.
 """
 import paddle
-import paddle.nn.functional as F
 
 import maml
 from metaheac import meta_options
@@ -17,7 +16,7 @@ from metaheac.metrics import ExactAuc
 
 class DygraphModel:
     def create_model(self, config):
-        meta_options.read(config)  # a bad meta-learning switch stops the run before any work
+        settings.validate(config)  # a bad value stops the run before any work, whoever drives it
         hp = lambda key: settings.get(config, "hyper_parameters." + key)  # noqa: E731
         return net.MetaHeacNet(hp("max_idxs"), hp("embed_dim"), hp("mlp_dims"),
                                hp("num_expert"), hp("num_output"))
@@ -32,7 +31,7 @@ class DygraphModel:
         return support_x, support_y, query_x, query_y
 
     def create_loss(self, pred, label):
-        return F.binary_cross_entropy(pred, label.astype("float32"))
+        return maml.bce(pred, label.astype("float32"))
 
     def create_optimizer(self, dy_model, config, mode="train", parameters=None):
         """Adam for meta-training (mode "train"), or for fine-tuning one campaign."""

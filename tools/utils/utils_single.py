@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import paddle
 
-from utils.config import settings
+from utils.config import ConfigError, settings
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,14 @@ def data_files(config, mode):
 
 def create_dataset(config, mode="train"):
     key = "runner.train_reader_path" if mode == "train" else "runner.infer_reader_path"
-    reader = importlib.import_module(settings.get(config, key))
+    name = settings.get(config, key)
+    try:
+        reader = importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name is None or not (name + ".").startswith(error.name + "."):
+            raise  # the reader exists but imports something missing: its own trace helps
+        raise ConfigError("%s = %s: no such module in the model folder or on the Python path"
+                          % (key, name)) from None
     return reader.RecDataset(data_files(config, mode), config=config)
 
 
