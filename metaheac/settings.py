@@ -174,11 +174,9 @@ def checked(config, key):
 
 
 def check_value(key, value, where=None):
-    """Raise a ConfigError naming `key`, `value` and what the key accepts, unless it does.
-
-    None (a key left empty in YAML) stands for the default and passes."""
+    """Raise a ConfigError naming `key`, `value` and what the key accepts, unless it does."""
     rule = KEYS[key].rule
-    if value is not None and not rule.accepts(value):
+    if not rule.accepts(value):
         raise ConfigError("%s%s must be %s, got %r"
                           % (where + ": " if where else "", key, rule.description, value))
 

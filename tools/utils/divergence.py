@@ -34,7 +34,7 @@ class LossWatch:
             raise TrainingDiverged(
                 "epoch %d, step %d: the loss is %s on the meta-batch of campaigns (aids) %s; "
                 "training stopped before saving this epoch: %s"
-                % (epoch, step, float(loss), "unknown" if campaigns is None else campaigns,
+                % (epoch, step, loss.item(), "unknown" if campaigns is None else campaigns,
                    ADVICE))
 
 
