@@ -176,9 +176,6 @@ def _auc_text(auc):
 def test_data_dirs(config):
     """The test folders: runner.test_data_dirs, or else the one runner.test_data_dir."""
     dirs = settings.get(config, "runner.test_data_dirs")
-    if not all(isinstance(d, str) for d in dirs):
-        raise ConfigError("runner.test_data_dirs must be a list of folders, e.g. "
-                          "[data/test,data/test_cold]; got %r" % (dirs,))
     return dirs or [settings.get(config, "runner.test_data_dir")]
 
 

@@ -53,12 +53,24 @@ def list_of(rule, non_empty=False):
                 "a %slist, each item %s" % ("non-empty " if non_empty else "", rule.description))
 
 
+# hyper_parameters.max_idxs holds the max ids of these fields, group by group.
+ID_GROUPS = (schema.STATIC_FIELDS, schema.SEQUENCE_FIELDS, schema.AD_FIELDS)
+
+
 def _is_max_idxs(value):
-    groups = (schema.STATIC_FIELDS, schema.SEQUENCE_FIELDS, schema.AD_FIELDS)
-    return (type(value) is list and len(value) == len(groups)
+    return (type(value) is list and len(value) == len(ID_GROUPS)
             and all(type(ids) is list and len(ids) == len(fields)
                     and all(_is_int(i) and i >= 0 for i in ids)
-                    for ids, fields in zip(value, groups)))
+                    for ids, fields in zip(value, ID_GROUPS)))
+
+
+def number(above, below=math.inf):
+    """A finite number (int or float) strictly between `above` and `below`."""
+    def accepts(v):
+        finite = _is_int(v) or (type(v) is float and math.isfinite(v))
+        return finite and above < v < below
+    limits = "above %g" % above + ("" if below == math.inf else " and below %g" % below)
+    return Rule(accepts, "a finite number " + limits)
 
 
 POSITIVE = integer(1)
@@ -67,11 +79,9 @@ TEXT = Rule(lambda v: isinstance(v, str) and v.strip() != "" and v.isprintable()
             "a non-empty string of printable characters")
 MODULE = Rule(lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", v),
               "a Python module name, e.g. reader_train")
-STEP_SIZE = Rule(lambda v: type(v) in (int, float) and math.isfinite(v) and v > 0,
-                 "a finite number above 0")
+STEP_SIZE = number(above=0)
 MAX_IDXS = Rule(_is_max_idxs, "[static, sequence, ad]: lists of %d, %d and %d max ids (integers "
-                "of at least 0)" % tuple(map(len, (schema.STATIC_FIELDS, schema.SEQUENCE_FIELDS,
-                                                   schema.AD_FIELDS))))
+                "of at least 0)" % tuple(map(len, ID_GROUPS)))
 # Accepted so that PaddleRec configs load, but this module does not do them.
 UNSUPPORTED = Rule(lambda v: v is False, "false (not supported by this module)")
 
@@ -126,6 +136,7 @@ KEYS = {
     "hyper_parameters.inner_steps": Key(1, POSITIVE),
     "hyper_parameters.sample_method": Key("normal", one_of("normal", "sqrt", "unit")),
     "hyper_parameters.sample_replace": Key(True, FLAG),
+    # the optimizer is Adam; class and strategy are there for PaddleRec configs
     "hyper_parameters.optimizer.class": Key("adam", one_of("adam", "Adam")),
     "hyper_parameters.optimizer.global_learning_rate": Key(0.001, STEP_SIZE),
     "hyper_parameters.optimizer.local_test_learning_rate": Key(0.001, STEP_SIZE),
@@ -204,6 +215,6 @@ def validate(config):
     for rule in BETWEEN:
         values = [get(config, key) for key in rule.keys]
         if not rule.holds(*values):
-            raise ConfigError("%s: %s" % (", ".join("%s = %r" % kv for kv in zip(rule.keys, values)),
-                                          rule.requirement))
+            named = ", ".join("%s = %r" % pair for pair in zip(rule.keys, values))
+            raise ConfigError("%s: %s" % (named, rule.requirement))
     return config

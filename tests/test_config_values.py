@@ -74,7 +74,7 @@ def test_each_row_of_the_issue_is_a_one_line_error(override, message):
      [[[4] * 7, [30] * 7], [[4] * 7, [30] * 7, [3] * 5], [[4] * 7, [30] * 7, [3] * 5 + [-1]],
       [[4] * 7, [30] * 7, [3] * 5 + [True]], [[4] * 7, [30] * 7, [3] * 5 + [1.0]], "[]"]),
     ("hyper_parameters.mlp_dims", [[1], [64, 64], [3, 2, 1]], [[], [0], [8, -1], [True], [2.0], 8]),
-    ("hyper_parameters.optimizer.global_learning_rate", [1e-6, 1, 1e30],
+    ("hyper_parameters.optimizer.global_learning_rate", [1e-6, 1, 1e30, 10 ** 400],
      [0, -0.1, float("nan"), float("inf"), True, "0.1"]),
     ("hyper_parameters.local_lr", [0.0002], [0.0, float("-inf")]),
     ("hyper_parameters.meta_order", [0, 1, 2], [3, -1, True, 1.0, "1"]),
