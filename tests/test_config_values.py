@@ -180,8 +180,7 @@ def small_run(tmp_path_factory):
     """A sample config on a small generated training file with small vocabularies."""
     folder = tmp_path_factory.mktemp("small")
     df = frame(np.random.default_rng(3), rows=120, aids=4)
-    groups = (schema.STATIC_FIELDS, schema.SEQUENCE_FIELDS, schema.AD_FIELDS)
-    for fields, max_ids in zip(groups, SMALL_MAX_IDXS):
+    for fields, max_ids in zip(settings.ID_GROUPS, SMALL_MAX_IDXS):
         for field, max_id in zip(fields, max_ids):
             df[field.name] = [ids % (max_id + 1) for ids in df[field.name]]
     write_frame(df, str(folder / "train" / schema.TRAIN_FILE))
