@@ -13,7 +13,7 @@ from conftest import ROOT, SMALL_MAX_IDXS, frame, write_frame
 from dygraph_model import DygraphModel
 from metaheac import meta_options, schema, settings
 from metaheac.data_files import DataError
-from utils.config import ConfigError, apply_overrides, load_config, load_yaml
+from utils.config import ConfigError, load_config, load_yaml
 from utils.divergence import LossWatch, TrainingDiverged
 from utils.save_load import CheckpointError, load_model
 from utils.utils_single import create_data_loader
@@ -132,6 +132,17 @@ def test_an_override_with_a_line_break_gives_one_line():
     with pytest.raises(ConfigError) as error:
         load_config(SAMPLE, ["runner.seed=1\n2"])
     assert "\n" not in str(error.value) and "runner.seed" in str(error.value)
+
+
+def test_bad_values_in_a_yaml_file_name_the_file_on_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("runner:\n  epochs: [1,\n")
+    with pytest.raises(ConfigError, match="c.yaml is not valid YAML: [^\n]*$"):
+        load_config(str(path))
+    path.write_text("hyper_parameters:\n  local_lr: .inf\n")
+    with pytest.raises(ConfigError, match="c.yaml: hyper_parameters.local_lr must be a finite "
+                                          "number above 0, got inf$"):
+        load_config(str(path))
 
 
 def override_texts(largest):
