@@ -3,6 +3,7 @@
 Reading a loss on the host costs a device sync on a GPU, so each meta-step's loss
 stays on the device until the trainer looks anyway (at a log line) and before
 every save; the first non-finite loss since the last look is then found exactly.
+A non-finite score makes the loss NaN rather than an error inside Paddle (maml.bce).
 """
 import numpy as np
 import paddle
@@ -16,6 +17,8 @@ class TrainingDiverged(RuntimeError):
 
 
 class LossWatch:
+    """The losses of the meta-steps since the last check, still on the device."""
+
     def __init__(self):
         self._steps = []  # (epoch, step, loss on the device, aids of the meta-batch's tasks)
 
