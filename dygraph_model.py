@@ -7,7 +7,6 @@ config's folder, builds ``RecDataset(file_list, config=config)`` from
 cast them once, when a data file is loaded (``metaheac.data_files.load_columns``).
 """
 import paddle
-import paddle.nn.functional as F
 
 import maml
 from metaheac import meta_options
@@ -20,7 +19,7 @@ class DygraphModel:
     curve_metric = "AUC"  # create_metrics' one metric, which tools/trainer.py's curve records
 
     def create_model(self, config):
-        meta_options.read(config)  # a bad meta-learning switch stops the run before any work
+        settings.validate(config)  # a bad value stops the run before any work, whoever drives it
         hp = lambda key: settings.get(config, "hyper_parameters." + key)  # noqa: E731
         return net.MetaHeacNet(hp("max_idxs"), hp("embed_dim"), hp("mlp_dims"),
                                hp("num_expert"), hp("num_output"))
@@ -35,7 +34,7 @@ class DygraphModel:
         return support_x, support_y, query_x, query_y
 
     def create_loss(self, pred, label):
-        return F.binary_cross_entropy(pred, label)
+        return maml.bce(pred, label)
 
     def create_optimizer(self, dy_model, config, mode="train", parameters=None):
         """Adam for meta-training (mode "train"), or for fine-tuning one campaign."""

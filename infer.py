@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from utils import distributed  # noqa: E402  (first: utils quiets Paddle's import warning)
 import paddle  # noqa: E402
-from utils.config import ConfigError, apply_overrides, load_yaml  # noqa: E402
+from utils.config import ConfigError, load_config  # noqa: E402
 from utils.save_load import CheckpointError, load_model  # noqa: E402
 from utils.utils_single import create_dataset, load_dy_model_class, set_device  # noqa: E402
 import maml  # noqa: E402
@@ -128,9 +128,15 @@ def evaluate(model_class, net, dataset, config, epoch, test_set, ranks=distribut
         aid = int(aid[0])
         before = score(net, candidate_x, batch_size)
         after = adapt_and_score(model_class, net, config, seed_x, seed_y, candidate_x, candidate_y)
+        failed = _divergence(after)
         row = {"aid": aid, "seed_rows": len(seed_y),
-               **metrics.campaign_metrics(candidate_y, after, before)}
+               **metrics.campaign_metrics(candidate_y, after, before, failed)}
         mine.append((index, row, row_ids, candidate_y, after))
+        if failed:
+            logger.warning("epoch: %d, %s, campaign %d/%d, aid: %d: failed, %s; reported with "
+                           "NaN AUC, the other campaigns go on", epoch, test_set, index + 1,
+                           len(dataset), aid, failed)
+            continue
         logger.info("epoch: %d, %s, campaign %d/%d, aid: %d, seed rows: %d, candidates: %d "
                     "(%d positive), AUC: %s (before fine-tuning: %s), time: %.2f s",
                     epoch, test_set, index + 1, len(dataset), aid, row["seed_rows"],
@@ -142,13 +148,23 @@ def evaluate(model_class, net, dataset, config, epoch, test_set, ranks=distribut
     pooled, _ = model_class.create_metrics()
     campaigns, predictions = [], []
     for _, row, row_ids, labels, scores in scored:
-        pooled[0].update(scores, labels)
+        if not row.get("failed"):
+            pooled[0].update(scores, labels)
         campaigns.append(row)
         predictions.append(pd.DataFrame({"test_set": test_set, "aid": row["aid"],
                                          "row_id": row_ids, "label": labels.astype(int),
                                          "score": scores}))
     return report.TestSetResult(test_set, epoch, campaigns, pd.concat(predictions),
                                 pooled[0].accumulate(), getattr(dataset, "skipped", {}))
+
+
+def _divergence(scores):
+    """Why the scores after fine-tuning are unusable, or None if they are all finite."""
+    bad = int(np.sum(~np.isfinite(scores)))
+    if bad:
+        return ("fine-tuning diverged: %d of %d candidate scores are not finite (lower "
+                "hyper_parameters.optimizer.local_test_learning_rate)" % (bad, len(scores)))
+    return None
 
 
 def _auc_text(auc):
@@ -158,9 +174,6 @@ def _auc_text(auc):
 def test_data_dirs(config):
     """The test folders: runner.test_data_dirs, or else the one runner.test_data_dir."""
     dirs = settings.get(config, "runner.test_data_dirs")
-    if not all(isinstance(d, str) for d in dirs):
-        raise ConfigError("runner.test_data_dirs must be a list of folders, e.g. "
-                          "[data/test,data/test_cold]; got %r" % (dirs,))
     return dirs or [settings.get(config, "runner.test_data_dir")]
 
 
@@ -172,7 +185,7 @@ def output_dir(config, epoch):
 
 
 def main(args):
-    config = apply_overrides(load_yaml(args.config_yaml), args.opt)
+    config = load_config(args.config_yaml, args.opt)
     run = lambda key: settings.get(config, "runner." + key)  # noqa: E731
     paddle.seed(run("seed"))
     set_device(config)
@@ -197,9 +210,10 @@ def main(args):
                 continue
             s = result.summary
             logger.info("epoch: %d done, %s: pooled AUC: %s, GAUC: %s over %d campaigns, "
-                        "one-class campaigns (not in GAUC): %s, time: %.2f s",
+                        "one-class campaigns (not in GAUC): %s, failed: %s, time: %.2f s",
                         epoch, test_set, _auc_text(s["pooled_auc"]), _auc_text(s["gauc"]),
-                        s["campaigns"], s["one_class_campaigns"] or "none", time.time() - start)
+                        s["campaigns"], s["one_class_campaigns"] or "none",
+                        s["failed_campaigns"] or "none", time.time() - start)
             epoch_results.append(result)
         if ranks.main:
             directory = output_dir(config, epoch)

@@ -94,7 +94,7 @@ def first_order_step(net, weights, inputs, labels, local_lr):
     for name, value in weights.items():
         frozen[name] = value.detach()
         frozen[name].stop_gradient = False
-    loss = F.binary_cross_entropy(net(*inputs, weights=frozen), labels)
+    loss = bce(net(*inputs, weights=frozen), labels)
     grads = paddle.grad(loss, list(frozen.values()))
     return {name: weights[name] - local_lr * grad for name, grad in zip(frozen, grads)}
 
@@ -145,9 +145,21 @@ def meta_step(net, support_x, support_y, query_x, query_y, local_lr, order=1, in
             net, net.weights(), [[x[task] for x in support_x], [x[task] for x in query_x]])
         fast = adapt(net, weights, support, support_y[task], local_lr, order, inner_steps)
         prediction = net(*query, weights=fast)
-        losses.append(F.binary_cross_entropy(prediction, query_y[task]))
+        losses.append(bce(prediction, query_y[task]))
         predictions.append(prediction)
     return paddle.stack(losses).mean(), paddle.stack(predictions)
+
+
+def bce(prediction, labels):
+    """``F.binary_cross_entropy``, except that a non-finite prediction makes the loss
+    NaN rather than an error inside Paddle's input check, so that a diverging run is
+    seen where the trainer looks at its loss. Finite predictions give the same loss
+    and gradient, bit for bit (tests/test_divergence.py)."""
+    # x * 0 + 1 is 1 for a finite x and NaN otherwise: each row's loss is weighted by 1,
+    # or made NaN; the loss itself sees 0.5 in place of a non-finite prediction.
+    weight = paddle.scale(prediction.detach(), scale=0.0, bias=1.0)
+    safe = paddle.where(paddle.isfinite(prediction), prediction, paddle.full_like(prediction, 0.5))
+    return F.binary_cross_entropy(safe, labels, weight=weight)
 
 
 def _log(p):

@@ -78,6 +78,7 @@ class RecDataset(IterableDataset):
             # Every rank makes every draw, so the stream stays the one-process stream.
             support = np.stack([self._draw(t) for t in tasks])[mine]
             query = np.stack([self._draw(t) for t in tasks])[mine]
+            self.last_tasks = self.aids[tasks].tolist()  # named if the run diverges here
             yield [self.data.features(support), self.data.label[support],
                    self.data.features(query), self.data.label[query]]
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from metaheac import settings
 
-ORDERS = (0, 1, 2)
+# Its names are the choices of hyper_parameters.sample_method in settings.py (a test
+# keeps the two equal).
 TASK_WEIGHTS = {"normal": lambda rows: rows, "sqrt": np.sqrt, "unit": np.ones_like}
 
 
@@ -28,19 +29,8 @@ class MetaOptions:
 
 def read(config):
     """The options of `config`; a bad value is a ConfigError naming its key."""
-    hp = lambda key: settings.get(config, "hyper_parameters." + key)  # noqa: E731
-    options = MetaOptions(hp("meta_order"), hp("inner_steps"), hp("sample_method"),
-                          hp("sample_replace"))
-    if options.order not in ORDERS or isinstance(options.order, bool):
-        _fail("meta_order", options.order, "one of %s" % (ORDERS,))
-    if not isinstance(options.inner_steps, int) or isinstance(options.inner_steps, bool) \
-            or options.inner_steps < 1:
-        _fail("inner_steps", options.inner_steps, "an integer of at least 1")
-    if options.sample_method not in TASK_WEIGHTS:
-        _fail("sample_method", options.sample_method, "one of %s" % sorted(TASK_WEIGHTS))
-    if not isinstance(options.sample_replace, bool):
-        _fail("sample_replace", options.sample_replace, "true or false")
-    return options
+    return MetaOptions(*(settings.checked(config, "hyper_parameters." + key) for key in
+                         ("meta_order", "inner_steps", "sample_method", "sample_replace")))
 
 
 def task_probabilities(campaign_rows, sample_method):
@@ -48,6 +38,3 @@ def task_probabilities(campaign_rows, sample_method):
     weights = TASK_WEIGHTS[sample_method](np.asarray(campaign_rows, dtype=np.float64))
     return weights / weights.sum()
 
-
-def _fail(key, value, expected):
-    raise settings.ConfigError("hyper_parameters.%s must be %s, got %r" % (key, expected, value))

@@ -42,17 +42,24 @@ def precision_recall_at_top(labels, scores):
     return float(precision), float(recall)
 
 
-def campaign_metrics(labels, scores, scores_before):
+def campaign_metrics(labels, scores, scores_before, failed=None):
     """One campaign's candidate counts and metrics, from the scores after fine-tuning
-    (and, for ``auc_before``, the scores of the meta-trained weights)."""
+    (and, for ``auc_before``, the scores of the meta-trained weights).
+
+    `failed` says why fine-tuning failed, if it did: the metrics after it are then
+    NaN, and the row keeps the reason under ``failed``."""
     labels = np.asarray(labels, dtype=np.float64)
+    row = {"candidate_rows": len(labels), "positives": int(labels.sum()),
+           "positive_rate": float(labels.mean()) if len(labels) else float("nan"),
+           "auc_before": auc(labels, scores_before)}
+    if failed:
+        nan = float("nan")
+        return dict(row, auc=nan, log_loss=nan, **{PRECISION: nan, RECALL: nan}, failed=failed)
     precision, recall = precision_recall_at_top(labels, scores)
-    return {"candidate_rows": len(labels), "positives": int(labels.sum()),
-            "positive_rate": float(labels.mean()) if len(labels) else float("nan"),
-            "auc_before": auc(labels, scores_before), "auc": auc(labels, scores),
-            "log_loss": float(log_loss(labels, y_proba=np.asarray(scores, dtype=np.float64),
-                                       labels=[0, 1])),
-            PRECISION: precision, RECALL: recall}
+    return dict(row, auc=auc(labels, scores),
+                log_loss=float(log_loss(labels, y_proba=np.asarray(scores, dtype=np.float64),
+                                        labels=[0, 1])),
+                **{PRECISION: precision, RECALL: recall})
 
 
 def summarize(campaigns, pooled_auc):
@@ -60,11 +67,15 @@ def summarize(campaigns, pooled_auc):
 
     GAUC is the mean AUC of the campaigns whose candidates hold both classes, plain
     and weighted by candidate rows; the means of precision and recall are over the
-    same campaigns. Campaigns of one class are counted and listed, not averaged.
+    same campaigns. Campaigns of one class, and those whose fine-tuning failed, are
+    counted and listed, not averaged.
     """
     scored = [c for c in campaigns if not math.isnan(c["auc"])]
+    failed = [c["aid"] for c in campaigns if c.get("failed")]
     return {"campaigns": len(campaigns), "two_class_campaigns": len(scored),
-            "one_class_campaigns": [c["aid"] for c in campaigns if math.isnan(c["auc"])],
+            "one_class_campaigns": [c["aid"] for c in campaigns
+                                    if math.isnan(c["auc"]) and c["aid"] not in failed],
+            "failed_campaigns": failed,
             "candidate_rows": sum(c["candidate_rows"] for c in campaigns),
             "pooled_auc": pooled_auc, "gauc": _mean(scored, "auc"),
             "gauc_row_weighted": _mean(scored, "auc", weight="candidate_rows"),

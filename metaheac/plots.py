@@ -50,8 +50,9 @@ def auc_by_test_set(campaigns):
     figure, axes = _figure()
     groups = list(_two_class(campaigns).groupby("test_set", sort=False))
     positions = np.arange(1, len(groups) + 1)
-    axes.boxplot([part["auc"] for _, part in groups], positions=positions, widths=0.5,
-                 showfliers=False, medianprops={"color": "grey"})
+    if groups:  # matplotlib cannot draw zero boxes
+        axes.boxplot([part["auc"] for _, part in groups], positions=positions, widths=0.5,
+                     showfliers=False, medianprops={"color": "grey"})
     jitter = np.random.default_rng(0)  # fixed, so the same report draws the same figure
     for position, (_, part) in zip(positions, groups):
         axes.scatter(position + jitter.uniform(-0.12, 0.12, len(part)), part["auc"], alpha=0.7)
@@ -93,8 +94,8 @@ def _two_class(campaigns):
 
 
 def _left_out(campaigns):
-    one_class = int(campaigns["auc"].isna().sum())
-    return "\n(%d one-class campaign(s) not shown)" % one_class if one_class else ""
+    unscored = int(campaigns["auc"].isna().sum())
+    return "\n(%d campaign(s) of one class or failed not shown)" % unscored if unscored else ""
 
 
 def _finish(axes):

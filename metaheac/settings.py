@@ -1,70 +1,173 @@
-"""Every configuration key this model module understands, with its default.
+"""Every configuration key this model module understands: its default and the values it takes.
 
 Configs are PaddleRec YAML files flattened to dotted keys (``runner.epochs``,
 ``hyper_parameters.optimizer.global_learning_rate``). Code reads a key through
 ``get`` so that a key left out of a YAML file falls back to the default here,
-including when the upstream PaddleRec trainer drives this module.
+including when the upstream PaddleRec trainer drives this module. ``validate``
+checks a whole config (every value against its key's rule, and the rules between
+keys) before any work; every entry point calls it.
+
+A key is one line of ``KEYS``: ``"section.name": Key(default, rule)``.
 """
 import difflib
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
 
 from metaheac import schema
 
-DEFAULTS = {
+
+class ConfigError(ValueError):
+    """A config key or value that is not understood; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The values a key takes: a test, and how a message describes what passes it."""
+    accepts: Callable[[object], bool]
+    description: str
+
+
+def _is_int(value):
+    return type(value) is int  # bool is an int subclass, and never a count
+
+
+def integer(minimum, maximum=None):
+    below = "" if maximum is None else " and at most %d" % maximum
+    return Rule(lambda v: _is_int(v) and v >= minimum and (maximum is None or v <= maximum),
+                "an integer of at least %d%s" % (minimum, below))
+
+
+def one_of(*choices):
+    return Rule(lambda v: type(v) in {type(c) for c in choices} and v in choices,
+                "one of %s" % ", ".join(map(repr, choices)))
+
+
+def optional(rule):
+    return Rule(lambda v: v is None or rule.accepts(v), rule.description + ", or null")
+
+
+def list_of(rule, non_empty=False):
+    return Rule(lambda v: type(v) is list and (v or not non_empty) and all(map(rule.accepts, v)),
+                "a %slist, each item %s" % ("non-empty " if non_empty else "", rule.description))
+
+
+# hyper_parameters.max_idxs holds the max ids of these fields, group by group.
+ID_GROUPS = (schema.STATIC_FIELDS, schema.SEQUENCE_FIELDS, schema.AD_FIELDS)
+
+
+def _is_max_idxs(value):
+    return (type(value) is list and len(value) == len(ID_GROUPS)
+            and all(type(ids) is list and len(ids) == len(fields)
+                    and all(_is_int(i) and i >= 0 for i in ids)
+                    for ids, fields in zip(value, ID_GROUPS)))
+
+
+def number(above, below=math.inf):
+    """A finite number (int or float) strictly between `above` and `below`."""
+    def accepts(v):
+        finite = _is_int(v) or (type(v) is float and math.isfinite(v))
+        return finite and above < v < below
+    limits = "above %g" % above + ("" if below == math.inf else " and below %g" % below)
+    return Rule(accepts, "a finite number " + limits)
+
+
+POSITIVE = integer(1)
+FLAG = Rule(lambda v: type(v) is bool, "true or false")
+TEXT = Rule(lambda v: isinstance(v, str) and v.strip() != "" and v.isprintable(),
+            "a non-empty string of printable characters")
+MODULE = Rule(lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", v),
+              "a Python module name, e.g. reader_train")
+STEP_SIZE = number(above=0)
+MAX_IDXS = Rule(_is_max_idxs, "[static, sequence, ad]: lists of %d, %d and %d max ids (integers "
+                "of at least 0)" % tuple(map(len, ID_GROUPS)))
+# Accepted so that PaddleRec configs load, but this module does not do them.
+UNSUPPORTED = Rule(lambda v: v is False, "false (not supported by this module)")
+
+
+@dataclass(frozen=True)
+class Key:
+    default: object
+    rule: Rule
+
+
+KEYS = {
     # runner: where data and models live, how the run is driven
-    "runner.train_data_dir": "data/train",
-    "runner.train_reader_path": "reader_train",
-    "runner.test_data_dir": "data/test",
-    "runner.infer_reader_path": "reader_test",
-    "runner.use_gpu": False,
-    "runner.use_xpu": False,
-    "runner.use_npu": False,
-    "runner.use_auc": True,
-    "runner.use_visual": False,
-    "runner.use_fleet": False,
-    "runner.use_inference": False,
-    "runner.seed": 2021,
-    "runner.epochs": 1,
-    "runner.last_epoch": -1,
-    "runner.print_interval": 10,
-    "runner.model_save_path": "output_model_metaheac",
-    "runner.model_init_path": None,
-    "runner.infer_load_path": "output_model_metaheac",
-    "runner.infer_start_epoch": 0,
-    "runner.infer_end_epoch": 1,
-    "runner.infer_train_epoch": 2,
+    "runner.train_data_dir": Key("data/train", TEXT),
+    "runner.train_reader_path": Key("reader_train", MODULE),
+    "runner.test_data_dir": Key("data/test", TEXT),
+    "runner.infer_reader_path": Key("reader_test", MODULE),
+    "runner.use_gpu": Key(False, FLAG),
+    "runner.use_xpu": Key(False, UNSUPPORTED),
+    "runner.use_npu": Key(False, UNSUPPORTED),
+    "runner.use_auc": Key(True, FLAG),
+    "runner.use_visual": Key(False, FLAG),
+    "runner.use_fleet": Key(False, FLAG),
+    "runner.use_inference": Key(False, UNSUPPORTED),
+    "runner.seed": Key(2021, integer(0, 2 ** 32 - 1)),
+    "runner.epochs": Key(1, POSITIVE),
+    "runner.last_epoch": Key(-1, integer(-1)),
+    "runner.print_interval": Key(10, POSITIVE),
+    "runner.model_save_path": Key("output_model_metaheac", TEXT),
+    "runner.model_init_path": Key(None, optional(TEXT)),
+    "runner.infer_load_path": Key("output_model_metaheac", TEXT),
+    "runner.infer_start_epoch": Key(0, integer(0)),
+    "runner.infer_end_epoch": Key(1, POSITIVE),
+    "runner.infer_train_epoch": Key(2, integer(0)),
     # several test folders evaluated in one run (e.g. hot and cold); empty: test_data_dir
-    "runner.test_data_dirs": [],
+    "runner.test_data_dirs": Key([], list_of(TEXT)),
     # where infer.py writes its report; None: <infer_load_path>/infer
-    "runner.infer_output_dir": None,
+    "runner.infer_output_dir": Key(None, optional(TEXT)),
     # PaddleRec runner keys that this model reads from hyper_parameters.batch_size
-    "runner.train_batch_size": None,
-    "runner.infer_batch_size": None,
+    "runner.train_batch_size": Key(None, optional(POSITIVE)),
+    "runner.infer_batch_size": Key(None, optional(POSITIVE)),
     # hyper_parameters: the network and the meta-learning
-    "hyper_parameters.max_idxs": schema.DEFAULT_MAX_IDXS,
-    "hyper_parameters.embed_dim": 64,
-    "hyper_parameters.mlp_dims": [64, 64],
-    "hyper_parameters.num_expert": 8,
-    "hyper_parameters.num_output": 5,
-    "hyper_parameters.task_count": 5,
-    "hyper_parameters.batch_size": 1024,
-    "hyper_parameters.local_lr": 0.0002,
-    # meta-learning switches, checked in meta_options.py
-    "hyper_parameters.meta_order": 1,
-    "hyper_parameters.inner_steps": 1,
-    "hyper_parameters.sample_method": "normal",
-    "hyper_parameters.sample_replace": True,
-    "hyper_parameters.optimizer.class": "adam",
-    "hyper_parameters.optimizer.global_learning_rate": 0.001,
-    "hyper_parameters.optimizer.local_test_learning_rate": 0.001,
-    "hyper_parameters.optimizer.strategy": "async",
+    "hyper_parameters.max_idxs": Key(schema.DEFAULT_MAX_IDXS, MAX_IDXS),
+    "hyper_parameters.embed_dim": Key(64, POSITIVE),
+    "hyper_parameters.mlp_dims": Key([64, 64], list_of(POSITIVE, non_empty=True)),
+    "hyper_parameters.num_expert": Key(8, POSITIVE),
+    "hyper_parameters.num_output": Key(5, POSITIVE),
+    "hyper_parameters.task_count": Key(5, POSITIVE),
+    "hyper_parameters.batch_size": Key(1024, POSITIVE),
+    "hyper_parameters.local_lr": Key(0.0002, STEP_SIZE),
+    # meta-learning switches, read in meta_options.py (sample methods: its TASK_WEIGHTS)
+    "hyper_parameters.meta_order": Key(1, one_of(0, 1, 2)),
+    "hyper_parameters.inner_steps": Key(1, POSITIVE),
+    "hyper_parameters.sample_method": Key("normal", one_of("normal", "sqrt", "unit")),
+    "hyper_parameters.sample_replace": Key(True, FLAG),
+    # the optimizer is Adam; class and strategy are there for PaddleRec configs
+    "hyper_parameters.optimizer.class": Key("adam", one_of("adam", "Adam")),
+    "hyper_parameters.optimizer.global_learning_rate": Key(0.001, STEP_SIZE),
+    "hyper_parameters.optimizer.local_test_learning_rate": Key(0.001, STEP_SIZE),
+    "hyper_parameters.optimizer.strategy": Key("async", TEXT),
 }
+
+for _key, _spec in KEYS.items():  # a bare default here would leave the key unchecked
+    if not isinstance(_spec, Key):
+        raise TypeError("settings.KEYS[%r] must be Key(default, rule), got %r" % (_key, _spec))
+
+DEFAULTS = {key: spec.default for key, spec in KEYS.items()}
 
 # Keys a trainer adds to the config at run time rather than reads from YAML.
 RUNTIME_KEYS = ("config_abs_dir",)
 
 
-class ConfigError(ValueError):
-    """A config key or value that is not understood; the message names the key."""
+@dataclass(frozen=True)
+class Between:
+    """A rule between keys: `holds(*values)` must be true; `requirement` says what it asks."""
+    keys: tuple
+    holds: Callable[..., bool]
+    requirement: str
+
+
+BETWEEN = (
+    Between(("runner.last_epoch", "runner.epochs"), lambda last, epochs: last + 1 < epochs,
+            "last_epoch must be below epochs - 1, as epochs last_epoch+1 .. epochs-1 are trained"),
+    Between(("runner.infer_start_epoch", "runner.infer_end_epoch"), lambda start, end: start < end,
+            "infer_start_epoch must be below infer_end_epoch, as the checkpoints of epochs "
+            "[infer_start_epoch, infer_end_epoch) are evaluated"),
+)
 
 
 def get(config, key):
@@ -74,17 +177,19 @@ def get(config, key):
     return DEFAULTS[key] if value is None else value
 
 
-def check_type(key, value, where):
-    """Raise a ConfigError if `value` is not of the type of the key's default."""
-    default = DEFAULTS.get(key)
-    if default is None or value is None:
-        return
-    expected = type(default)
-    if expected is float and type(value) is int:
-        return
-    if type(value) is not expected:
-        raise ConfigError("%s: %s must be of type %s (like %r), got %r"
-                          % (where, key, expected.__name__, default, value))
+def checked(config, key):
+    """The value of `key` in `config` (or its default), after checking it."""
+    value = get(config, key)
+    check_value(key, value)
+    return value
+
+
+def check_value(key, value, where=None):
+    """Raise a ConfigError naming `key`, `value` and what the key accepts, unless it does."""
+    rule = KEYS[key].rule
+    if not rule.accepts(value):
+        raise ConfigError("%s%s must be %s, got %r"
+                          % (where + ": " if where else "", key, rule.description, value))
 
 
 def check_known(key, where):
@@ -94,3 +199,22 @@ def check_known(key, where):
     nearest = difflib.get_close_matches(key, DEFAULTS, n=1)
     hint = " (did you mean %r?)" % nearest[0] if nearest else ""
     raise ConfigError("%s: unknown config key %r%s" % (where, key, hint))
+
+
+def validate(config):
+    """Check the whole of `config` before any work; returns it, or raises a ConfigError.
+
+    Dotted keys must be known (others are what a trainer adds at run time, such as
+    ``config_abs_dir``), every key's value (or default) must pass its rule, and the
+    values must make sense together."""
+    for key in config:
+        if "." in key:
+            check_known(key, "config")
+    for key in KEYS:
+        checked(config, key)
+    for rule in BETWEEN:
+        values = [get(config, key) for key in rule.keys]
+        if not rule.holds(*values):
+            named = ", ".join("%s = %r" % pair for pair in zip(rule.keys, values))
+            raise ConfigError("%s: %s" % (named, rule.requirement))
+    return config

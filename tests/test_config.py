@@ -39,8 +39,9 @@ def test_overrides_are_typed_like_the_existing_value(config, override, key, expe
 @pytest.mark.parametrize("override, message", [
     ("runner.epoch=3", "did you mean 'runner.epochs'"),
     ("runner.epochs=three", "expected a value of type int"),
-    ("runner.use_gpu=maybe", "runner.use_gpu must be of type bool"),
-    ("hyper_parameters.mlp_dims=64", "hyper_parameters.mlp_dims must be of type list"),
+    ("runner.use_gpu=maybe", "runner.use_gpu must be true or false, got 'maybe'"),
+    ("hyper_parameters.mlp_dims=64", "hyper_parameters.mlp_dims must be a non-empty list, each "
+                                     "item an integer of at least 1, got 64"),
     ("runner.epochs", "expected key=value"),
 ])
 def test_bad_overrides_name_the_key(config, override, message):
@@ -63,5 +64,5 @@ def test_defaults_fill_keys_left_out(config):
 def test_yaml_values_of_the_wrong_type_are_named(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("hyper_parameters:\n  batch_size: lots\n")
-    with pytest.raises(ConfigError, match="c.yaml: hyper_parameters.batch_size must be of type int"):
+    with pytest.raises(ConfigError, match="c.yaml: hyper_parameters.batch_size must be an integer of at least 1, got 'lots'"):
         load_yaml(str(path))

@@ -23,12 +23,12 @@ def test_defaults_are_upstream_paddlerec():
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("meta_order", 3, "hyper_parameters.meta_order must be one of \\(0, 1, 2\\), got 3"),
+    ("meta_order", 3, "hyper_parameters.meta_order must be one of 0, 1, 2, got 3"),
     ("meta_order", True, "hyper_parameters.meta_order must be one of"),
     ("inner_steps", 0, "hyper_parameters.inner_steps must be an integer of at least 1, got 0"),
     ("inner_steps", 1.5, "hyper_parameters.inner_steps must be an integer"),
     ("sample_method", "log", "hyper_parameters.sample_method must be one of "
-                             "\\['normal', 'sqrt', 'unit'\\], got 'log'"),
+                             "'normal', 'sqrt', 'unit', got 'log'"),
     ("sample_replace", "no", "hyper_parameters.sample_replace must be true or false"),
 ])
 def test_a_bad_value_is_an_error_naming_the_key(key, value, message):

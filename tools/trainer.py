@@ -22,7 +22,8 @@ import time
 
 from utils import distributed  # first: sets the CPU up before Paddle is imported
 import paddle
-from utils.config import ConfigError, apply_overrides, load_yaml
+from utils.config import ConfigError, load_config
+from utils.divergence import LossWatch, TrainingDiverged, check_parameters
 from utils.save_load import CheckpointError, load_model, save_model
 from utils.utils_single import create_data_loader, load_dy_model_class, set_device
 from metaheac import settings  # utils put the repo root on the path
@@ -40,13 +41,8 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load_config(args):
-    config = load_yaml(args.config_yaml)
-    return apply_overrides(config, args.opt)
-
-
 def main(args):
-    config = load_config(args)
+    config = load_config(args.config_yaml, args.opt)
     run = lambda key: settings.get(config, "runner." + key)  # noqa: E731
     paddle.seed(run("seed"))
     logger.info("config: %s", {k: v for k, v in sorted(config.items())})
@@ -66,6 +62,7 @@ def main(args):
     batches = getattr(loader.dataset, "batches_per_epoch", None)  # readers without len
     curve = TrainingCurve(run("model_save_path"), run("use_visual")) if ranks.main else None
     meta_step = 0
+    losses = LossWatch()
 
     for epoch in range(run("last_epoch") + 1, run("epochs")):
         model.train()
@@ -88,7 +85,9 @@ def main(args):
             steps += 1
             meta_step += 1
             interval_loss += loss  # a tensor: no device sync until the log line
+            losses.record(epoch, step, loss, getattr(loader.dataset, "last_tasks", None))
             if step % print_interval == 0 or step + 1 == batches:
+                losses.check()
                 elapsed = time.time() - interval_start
                 values = _metric_values(metrics, metric_names)
                 logger.info(
@@ -106,6 +105,8 @@ def main(args):
                 samples = steps = 0
                 interval_loss = 0.0
             reader_start = time.time()
+        losses.check()
+        check_parameters(model, epoch)  # every rank: they hold the same weights
         if ranks.main:
             logger.info("epoch: %d done, %s, epoch time: %.2f s", epoch,
                         _metric_text(_metric_values(metrics, metric_names)),
@@ -166,6 +167,6 @@ def _print_text(values, ranks):
 if __name__ == "__main__":
     try:
         main(parse_args())
-    except (ConfigError, DataError, CheckpointError, FileNotFoundError) as error:
+    except (ConfigError, DataError, CheckpointError, FileNotFoundError, TrainingDiverged) as error:
         logger.error("%s", error)
         sys.exit(2)

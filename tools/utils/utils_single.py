@@ -10,6 +10,7 @@ from utils import cpu  # noqa: F401  (before Paddle)
 import paddle  # noqa: E402
 
 from metaheac import settings  # noqa: E402
+from metaheac.settings import ConfigError  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,14 @@ def data_files(config, mode):
 
 def create_dataset(config, mode="train"):
     key = "runner.train_reader_path" if mode == "train" else "runner.infer_reader_path"
-    reader = importlib.import_module(settings.get(config, key))
+    name = settings.get(config, key)
+    try:
+        reader = importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name is None or not (name + ".").startswith(error.name + "."):
+            raise  # the reader exists but imports something missing: its own trace helps
+        raise ConfigError("%s = %s: no such module in the model folder or on the Python path"
+                          % (key, name)) from None
     return reader.RecDataset(data_files(config, mode), config=config)
 
 
