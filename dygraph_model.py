@@ -25,13 +25,18 @@ class DygraphModel:
                                hp("num_expert"), hp("num_output"))
 
     def create_feeds(self, batch_data, config):
-        """A train batch: support inputs, support labels, query inputs, query labels.
+        """A train batch: support inputs, support labels, query inputs, query labels,
+        and the table rows of each task (or None).
 
         Inputs are the lists (static, sequence, lengths, ad) with a leading task
-        axis, labels are ``task_count x batch_size``.
+        axis, their ids remapped task by task onto those rows (reader_train.py);
+        labels are ``task_count x batch_size``.
         """
-        support_x, support_y, query_x, query_y = batch_data
-        return support_x, support_y, query_x, query_y
+        support_x, support_y, query_x, query_y, *planned = batch_data
+        # Upstream's reader yields the first four, with the tables' own ids: they are
+        # then planned in the step, at the cost of a copy to the host.
+        task_rows = planned[0] if planned else None
+        return support_x, support_y, query_x, query_y, task_rows
 
     def create_loss(self, pred, label):
         return maml.bce(pred, label)
@@ -50,18 +55,19 @@ class DygraphModel:
 
     def batch_rows(self, batch):
         """Support and query rows over all tasks of a train batch (tools/trainer.py's ips)."""
-        _, support_y, _, query_y = batch
+        _, support_y, _, query_y = batch[:4]
         return int(support_y.size) + int(query_y.size)
 
     def train_forward(self, dy_model, metric_list, batch, config):
         """One meta-step's loss: per task inner steps on support, loss on query."""
-        support_x, support_y, query_x, query_y = self.create_feeds(batch, config)
+        support_x, support_y, query_x, query_y, task_rows = self.create_feeds(batch, config)
         local_lr = settings.get(config, "hyper_parameters.local_lr")
         options = meta_options.read(config)
         loss, predictions = maml.meta_step(
             _unwrap(dy_model), support_x, support_y, query_x, query_y, local_lr,
-            options.order, options.inner_steps)
-        metric_list[0].update(predictions.numpy(), query_y.numpy())
+            options.order, options.inner_steps, task_rows)
+        # The metric keeps the tensors; it reads them on the host only when asked.
+        metric_list[0].update(predictions.detach(), query_y)
         return loss, metric_list, {"loss": loss}
 
     def infer_train_forward(self, dy_model, batch, config, weights=None):

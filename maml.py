@@ -25,30 +25,63 @@ from paddle.framework import core
 from net import FIELD_COLUMNS, LOCAL_TABLE, packed_ids, split_ids
 
 
-def localize(net, weights, batches):
-    """Replace the tables in `weights` by one table of the rows that `batches` use.
+def local_index(batches, table_sizes):
+    """The NumPy half of ``localize``: which rows of each table `batches` use.
 
-    `batches` is a list of input lists (static, sequence, lengths, ad) of any
-    leading shape. Returns the weights with ``LOCAL_TABLE`` in place of the
-    embedding tables, and the batches with ids remapped to index it. The local
-    table is a leaf: ``backward`` adds its gradient into the gradients of the
-    full tables it was gathered from (Paddle's gather would instead build a
-    zero gradient of the full size for every table and task).
+    `batches` is a list of input lists (static, sequence, lengths, ad) of NumPy ids
+    of any leading shape; `table_sizes` the tables' row counts, in table order.
+    Returns one array per table of the rows used (ascending), and per batch its
+    (static, sequence, ad) ids remapped to index those rows stacked in table order.
+    It needs only the ids, so readers run it before the ids reach the device.
     """
-    names = net.table_names()
-    arrays = [[np.asarray(x) for x in batch] for batch in batches]
-    ids = [packed_ids(static, sequence, ad) for static, sequence, _, ad in arrays]
+    ids = [packed_ids(static, sequence, ad) for static, sequence, _, ad in batches]
     # Number the rows of all tables consecutively, so one np.unique finds them all.
-    sizes = [weights[name].shape[0] for name in names]
-    offsets = np.cumsum([0] + sizes)
+    offsets = np.cumsum([0] + list(table_sizes))
     column_offset = np.zeros(ids[0].shape[-1], dtype=np.int64)
     for cols, offset in zip(FIELD_COLUMNS, offsets):
         column_offset[cols] = offset
     used, local_ids = np.unique(np.concatenate([(i + column_offset).ravel() for i in ids]),
                                 return_inverse=True)
     bounds = np.searchsorted(used, offsets)
-    rows = [paddle.to_tensor(used[lo:hi] - offset)
-            for lo, hi, offset in zip(bounds[:-1], bounds[1:], offsets)]
+    rows = [used[lo:hi] - offset for lo, hi, offset in zip(bounds[:-1], bounds[1:], offsets)]
+    remapped, start = [], 0
+    for block in ids:
+        remapped.append(split_ids(local_ids[start:start + block.size].reshape(block.shape)))
+        start += block.size
+    return rows, remapped
+
+
+def plan_tasks(support_x, query_x, table_sizes):
+    """``local_index`` for each task of a meta-batch (NumPy, leading task axis).
+
+    Returns the support and query inputs with ids remapped task by task, and per
+    task the rows of each table it uses: what ``meta_step`` takes as `task_rows`.
+    """
+    support_x, query_x = [[np.asarray(x) for x in xs] for xs in (support_x, query_x)]
+    task_rows, remapped = [], []
+    for task in range(len(support_x[0])):
+        rows, ids = local_index([[x[task] for x in support_x], [x[task] for x in query_x]],
+                                table_sizes)
+        task_rows.append(rows)
+        remapped.append(ids)
+    inputs = []
+    for part, original in enumerate((support_x, query_x)):
+        static, sequence, ad = (np.stack([ids[part][k] for ids in remapped]) for k in range(3))
+        inputs.append([static, sequence, original[2], ad])
+    return inputs[0], inputs[1], task_rows
+
+
+def gather_local(net, weights, rows):
+    """`weights` with ``LOCAL_TABLE`` (the given rows of every table, stacked) in place
+    of the embedding tables; `rows` holds one integer tensor per table.
+
+    The local table is a leaf: ``backward`` adds its gradient into the gradients of
+    the full tables it was gathered from (Paddle's gather would instead build a
+    zero gradient of the full size for every table and task).
+    """
+    names = net.table_names()
+    # Row counts come from the shapes, which the host knows without a device sync.
+    bounds = np.cumsum([0] + [r.shape[0] for r in rows])
     with paddle.no_grad():
         table = paddle.concat([paddle.gather(weights[name], r) for name, r in zip(names, rows)])
     table.stop_gradient = False
@@ -56,12 +89,21 @@ def localize(net, weights, batches):
     table.register_hook(lambda grad: _add_rows(full_tables, rows, bounds, grad))
     local = {name: value for name, value in weights.items() if name not in names}
     local[LOCAL_TABLE] = table
-    remapped, start = [], 0
-    for batch, block in zip(arrays, ids):
-        static, sequence, ad = split_ids(local_ids[start:start + block.size].reshape(block.shape))
-        start += block.size
-        remapped.append([paddle.to_tensor(x) for x in (static, sequence, batch[2], ad)])
-    return local, remapped
+    return local
+
+
+def localize(net, weights, batches):
+    """Replace the tables in `weights` by one table of the rows that `batches` use.
+
+    `batches` is a list of input lists (static, sequence, lengths, ad), NumPy, of
+    any leading shape. Returns the weights with ``LOCAL_TABLE`` in place of the
+    embedding tables, and the batches as tensors with ids remapped to index it.
+    """
+    arrays = [[np.asarray(x) for x in batch] for batch in batches]
+    rows, remapped = local_index(arrays, net.table_sizes())
+    local = gather_local(net, weights, [paddle.to_tensor(r) for r in rows])
+    return local, [[paddle.to_tensor(x) for x in (static, sequence, batch[2], ad)]
+                   for batch, (static, sequence, ad) in zip(arrays, remapped)]
 
 
 def _add_rows(full_tables, rows, bounds, grad):
@@ -130,19 +172,28 @@ def adapt(net, weights, inputs, labels, local_lr, order=1, steps=1):
     return weights
 
 
-def meta_step(net, support_x, support_y, query_x, query_y, local_lr, order=1, inner_steps=1):
+def meta_step(net, support_x, support_y, query_x, query_y, local_lr, order=1, inner_steps=1,
+              task_rows=None):
     """The meta-loss of one batch of tasks.
 
     Inputs carry a leading task axis (T x B x ...). For each task: adapt on its
     support batch, then the loss of the adapted weights on its query batch.
     Returns the mean query loss (to be minimised by the outer optimizer) and the
     query predictions, T x B.
+
+    `task_rows` and ids remapped to them come from ``plan_tasks``, which the train
+    reader runs on the host, so that nothing here copies a tensor back to the host.
+    Without `task_rows` the ids are the tables' own and are planned here.
     """
+    if task_rows is None:
+        support_x, query_x, task_rows = plan_tasks(support_x, query_x, net.table_sizes())
+        support_x, query_x = [[paddle.to_tensor(x) for x in xs] for xs in (support_x, query_x)]
+        task_rows = [[paddle.to_tensor(r) for r in rows] for rows in task_rows]
     losses, predictions = [], []
     for task in range(support_y.shape[0]):
         # Each task its own local table: the inner step then updates only its rows.
-        weights, (support, query) = localize(
-            net, net.weights(), [[x[task] for x in support_x], [x[task] for x in query_x]])
+        weights = gather_local(net, net.weights(), task_rows[task])
+        support, query = [[x[task] for x in xs] for xs in (support_x, query_x)]
         fast = adapt(net, weights, support, support_y[task], local_lr, order, inner_steps)
         prediction = net(*query, weights=fast)
         losses.append(bce(prediction, query_y[task]))

@@ -53,6 +53,11 @@ def split_ids(ids):
     return ids[..., :_SEQUENCE_START], ids[..., _SEQUENCE_START:_AD_START], ids[..., _AD_START:]
 
 
+def table_sizes(max_idxs):
+    """Rows of each embedding table, in table order, from ``hyper_parameters.max_idxs``."""
+    return [max_id + 1 for group in max_idxs for max_id in group]
+
+
 def pooling_matrix(lengths, dtype):
     """B x 7 x 50: row i averages the first lengths[:, i] columns of sequence field i
     (padding after the length is ignored; an empty sequence pools to zeros)."""
@@ -78,17 +83,16 @@ class MetaHeacNet(nn.Layer):
             raise ValueError(
                 "hyper_parameters.max_idxs must be [static, sequence, ad] lists of %s max ids, "
                 "got lists of %s" % (expected, [len(group) for group in max_idxs]))
-        static_max, sequence_max, ad_max = max_idxs
         self.embed_dim = embed_dim
         self.num_expert = num_expert
         self.num_output = num_output
-        self.static_tables = nn.LayerList([nn.Embedding(m + 1, embed_dim) for m in static_max])
-        self.sequence_tables = nn.LayerList([nn.Embedding(m + 1, embed_dim) for m in sequence_max])
-        self.ad_tables = nn.LayerList([nn.Embedding(m + 1, embed_dim) for m in ad_max])
+        self.static_tables, self.sequence_tables, self.ad_tables = (
+            nn.LayerList([nn.Embedding(rows, embed_dim) for rows in table_sizes([group])])
+            for group in max_idxs)
 
         self.user_dim = (N_STATIC + N_SEQUENCE) * embed_dim
         # Gates see the mean user embedding next to the ad field embeddings.
-        self.gate_dim = (1 + len(ad_max)) * embed_dim
+        self.gate_dim = (1 + len(max_idxs[2])) * embed_dim
         hidden = mlp_dims[-1]
 
         # The experts' layers are stacked along a leading expert axis so all
@@ -117,6 +121,9 @@ class MetaHeacNet(nn.Layer):
                                      ("sequence_tables", len(self.sequence_tables)),
                                      ("ad_tables", len(self.ad_tables)))
                 for i in range(count)]
+
+    def table_sizes(self):
+        return [self.weights()[name].shape[0] for name in self.table_names()]
 
     def weights(self):
         return dict(self.named_parameters())

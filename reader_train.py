@@ -9,6 +9,11 @@ support and a query batch of ``batch_size`` rows drawn independently. Epoch e
 draws from a stream seeded by (``runner.seed``, e): epochs differ, runs repeat, and
 a run resumed at epoch e (``set_epoch``) draws what the uninterrupted run drew.
 
+A meta-batch is ``[support_x, support_y, query_x, query_y, task_rows]``: each task's
+ids come remapped onto the rows of the embedding tables it uses, which
+``task_rows`` lists per task and table (``maml.plan_tasks``). That id work is done
+here, on NumPy, so the meta-step never copies a tensor back to the host.
+
 ``shard(rank, world_size)`` keeps a rank's share of every meta-batch under data
 parallelism (readme.md, "Several processes, GPUs or machines").
 """
@@ -17,6 +22,8 @@ import logging
 import numpy as np
 from paddle.io import IterableDataset
 
+import maml
+import net
 from metaheac import meta_options
 from metaheac import settings
 from metaheac.data_files import Columns, DataError, load_columns, select_data_files
@@ -33,6 +40,7 @@ class RecDataset(IterableDataset):
         if not files:
             raise DataError("no training data files (.pkl or .npz) among %s" % sorted(file_list))
         max_idxs = settings.get(config, "hyper_parameters.max_idxs")
+        self.table_sizes = net.table_sizes(max_idxs)
         self.data = Columns.concat([load_columns(f, max_idxs) for f in files])
         if len(self.data) == 0:
             raise DataError("the training files %s hold no rows" % files)
@@ -79,8 +87,10 @@ class RecDataset(IterableDataset):
             support = np.stack([self._draw(t) for t in tasks])[mine]
             query = np.stack([self._draw(t) for t in tasks])[mine]
             self.last_tasks = self.aids[tasks].tolist()  # named if the run diverges here
-            yield [self.data.features(support), self.data.label[support],
-                   self.data.features(query), self.data.label[query]]
+            support_x, query_x, task_rows = maml.plan_tasks(
+                self.data.features(support), self.data.features(query), self.table_sizes)
+            yield [support_x, self.data.label[support], query_x, self.data.label[query],
+                   task_rows]
 
     def _draw(self, task):
         rows = self.campaign_rows[task]

@@ -96,6 +96,8 @@ class ExactAuc:
     ``paddle.metric.Auc`` buckets scores into 4095 bins and so only approximates
     the AUC. This keeps the scores and asks scikit-learn. When the labels seen are
     all of one class the AUC is undefined and ``accumulate`` returns NaN.
+    Scores and labels may be tensors: they are kept as given and copied to the host
+    only in ``accumulate``, so a training step does not wait for the device.
     """
 
     def __init__(self, name="AUC"):
@@ -110,10 +112,14 @@ class ExactAuc:
 
     def update(self, preds, labels):
         """`preds`: scores (probabilities of label 1), any shape; `labels` alike."""
-        self._scores.append(np.asarray(preds, dtype=np.float64).ravel())
-        self._labels.append(np.asarray(labels).ravel())
+        self._scores.append(preds)
+        self._labels.append(labels)
 
     def accumulate(self):
         if not self._labels:
             return float("nan")
-        return auc(np.concatenate(self._labels), np.concatenate(self._scores))
+        return auc(_flat(self._labels), _flat(self._scores).astype(np.float64))
+
+
+def _flat(parts):
+    return np.concatenate([np.asarray(part).ravel() for part in parts])

@@ -51,6 +51,18 @@ def campaign_frame(rng, sizes, start_index=0):
     return df
 
 
+def tables_own_ids(batch):
+    """A train batch's support and query inputs with each task's ids mapped back from
+    its local rows (reader_train.py) to the tables' own ids."""
+    support_x, _, query_x, _, task_rows = batch
+    own = []
+    for inputs in (support_x, query_x):
+        ids = [np.stack([np.concatenate(rows)[x[task]] for task, rows in enumerate(task_rows)])
+               for x in (inputs[0], inputs[1], inputs[3])]
+        own.append([ids[0], ids[1], inputs[2], ids[2]])
+    return own
+
+
 def train_config(batch_size=4, task_count=3, seed=5):
     return {"hyper_parameters.batch_size": batch_size, "hyper_parameters.task_count": task_count,
             "runner.seed": seed}

@@ -220,7 +220,7 @@ def test_a_config_that_validates_starts_training(small_run, key, text):
         optimizer = model_class.create_optimizer(model, config)
         if settings.get(config, "runner.model_init_path"):
             load_model(settings.get(config, "runner.model_init_path"), model, optimizer=optimizer)
-        loader = create_data_loader(config, None)
+        loader = create_data_loader(config, "train")
         batch = next(iter(loader()))
         metrics, _ = model_class.create_metrics()
         loss, _, _ = model_class.train_forward(model, metrics, batch, config)

@@ -142,12 +142,17 @@ def test_ranks_take_their_part_of_the_one_process_meta_batch(setup):
     pairs = list(zip(*ranks))
     assert len(pairs) == len(ranks[0])
     for (first, second), expected in zip(pairs, whole):
-        for a, b, e in zip(first, second, expected):
+        *inputs, task_rows = zip(first, second, expected)
+        for a, b, e in inputs:
             if isinstance(e, list):
                 for x, y, z in zip(a, b, e):
                     np.testing.assert_array_equal(np.concatenate([x, y]), z)
             else:
                 np.testing.assert_array_equal(np.concatenate([a, b]), e)
+        a, b, e = task_rows  # each rank's tasks, then the next rank's
+        for x, z in zip(a + b, e):
+            for rows, expected_rows in zip(x, z):
+                np.testing.assert_array_equal(rows, expected_rows)
 
 
 def test_without_replacement_the_tasks_of_all_ranks_must_fit(setup):

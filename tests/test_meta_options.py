@@ -10,7 +10,8 @@ from metaheac import meta_options
 import reader_train
 from metaheac import schema
 from metaheac import settings
-from conftest import SMALL_MAX_IDXS, campaign_frame, random_inputs, train_config, write_frame
+from conftest import (SMALL_MAX_IDXS, campaign_frame, random_inputs, tables_own_ids,
+                      train_config, write_frame)
 from dygraph_model import DygraphModel
 from utils.config import apply_overrides
 
@@ -58,8 +59,8 @@ def sampling_reader(tmp_path, rng, **options):
 
 def drawn_tasks(data, epochs):
     """The campaigns of every meta-batch, epochs x batches_per_epoch rows of task_count."""
-    return np.array([[support_x[3][task][0][0] for task in range(data.task_count)]
-                     for _ in range(epochs) for support_x, _, _, _ in data])
+    return np.array([[tables_own_ids(batch)[0][3][task][0][0] for task in range(data.task_count)]
+                     for _ in range(epochs) for batch in data])
 
 
 @pytest.mark.parametrize("method, weight", [

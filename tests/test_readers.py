@@ -6,7 +6,7 @@ import pytest
 import reader_test
 import reader_train
 from metaheac import schema
-from conftest import campaign_frame, frame, train_config, write_frame
+from conftest import campaign_frame, frame, tables_own_ids, train_config, write_frame
 from metaheac.data_files import DataError
 
 
@@ -15,10 +15,17 @@ def test_train_batches_have_the_upstream_shapes(tmp_path, rng):
     data = reader_train.RecDataset([path], train_config())
     batches = list(data)
     assert len(batches) == int(np.ceil(30 / 4)) == data.batches_per_epoch
-    support_x, support_y, query_x, query_y = batches[0]
+    support_x, support_y, query_x, query_y, task_rows = batches[0]
     assert [x.shape for x in support_x] == [(3, 4, 7), (3, 4, 50), (3, 4, 7), (3, 4, 6)]
     assert [x.shape for x in query_x] == [x.shape for x in support_x]
     assert support_y.shape == query_y.shape == (3, 4)
+    # Per task, the rows of each of the 20 tables it reads; its ids index them stacked.
+    assert [len(rows) for rows in task_rows] == [20] * 3
+    for task, rows in enumerate(task_rows):
+        used = sum(len(r) for r in rows)
+        assert all(np.all(np.diff(r) > 0) for r in rows)
+        for x in (support_x, query_x):
+            assert {x[k][task].max() for k in (0, 1, 3)} <= set(range(used))
 
 
 def test_each_task_is_one_campaign_and_rows_are_consistent(tmp_path, rng):
@@ -27,7 +34,8 @@ def test_each_task_is_one_campaign_and_rows_are_consistent(tmp_path, rng):
     by_key = {tuple(r): label for r, label in zip(
         np.concatenate([data.data.static, data.data.sequence, data.data.lengths, data.data.ad], 1),
         data.data.label)}
-    for support_x, support_y, _, _ in data:
+    for batch in data:
+        (support_x, _), support_y = tables_own_ids(batch), batch[1]
         for task in range(3):
             assert len(np.unique(support_x[3][task], axis=0)) == 1  # one campaign's ad fields
             rows = np.concatenate([x[task] for x in support_x], axis=1)
@@ -43,7 +51,8 @@ def test_campaigns_are_drawn_in_proportion_to_their_rows(tmp_path, rng):
     ad_to_aid = {tuple(a): aid for a, aid in zip(data.data.ad, data.data.aid)}
     counts = {aid: 0 for aid in sizes}
     for _ in range(40):
-        for support_x, _, _, _ in data:
+        for batch in data:
+            support_x = tables_own_ids(batch)[0]
             for task in range(5):
                 counts[ad_to_aid[tuple(support_x[3][task][0])]] += 1
     total = sum(counts.values())  # 40 epochs x 50 batches x 5 tasks = 10,000 draws
@@ -58,7 +67,8 @@ def test_epochs_differ_and_runs_repeat(tmp_path, rng):
 
     def two_epochs():
         data = reader_train.RecDataset([path], train_config())
-        return [np.concatenate([b[0][1].ravel() for b in data]) for _ in range(2)]
+        return [np.concatenate([tables_own_ids(b)[0][1].ravel() for b in data])
+                for _ in range(2)]
 
     first_run, second_run = two_epochs(), two_epochs()
     assert not np.array_equal(first_run[0], first_run[1])
