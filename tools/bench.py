@@ -13,8 +13,10 @@ Measures, on synthetic inputs of the real schema and the default network of
 * per meta-step (forward with the inner steps, backward, outer Adam step over
   every parameter), at each ``--batches`` size: the median seconds of upstream's
   full-table formulation (``metaheac.reference.full_table_meta_loss``) and of ours
-  (``maml.meta_step``), their ratio, our forward / backward / optimizer split, and
-  the GFLOP/s achieved (matrix products counted analytically, ``meta_step_flops``);
+  (``maml.meta_step`` on a batch as the train reader yields it), their ratio, our
+  forward / backward / optimizer split, the GFLOP/s achieved (matrix products
+  counted analytically, ``meta_step_flops``), and the reader's id planning per
+  meta-batch (``maml.plan_tasks``, on the host, outside the step);
 * the epoch time of the full preset extrapolated from the step time;
 * per campaign of inference (fine-tune ``--infer-epochs`` epochs on ``--seed-rows``
   rows, then score a quarter as many candidates): ``infer.adapt_and_score`` against
@@ -91,6 +93,7 @@ class MetaStepRow:
     gflop: float  # of the matrix products of one meta-step
     gflops: float  # ours
     speedup: Optional[float]  # full-table seconds / ours
+    planning: float  # median seconds of the reader's id work (maml.plan_tasks) per meta-batch
 
 
 @dataclass
@@ -330,15 +333,35 @@ def make_optimizer(net, config):
 
 
 def task_batch(rng, config, batch):
-    """Random support and query inputs and labels of `task_count` tasks, as tensors."""
+    """Random support and query inputs (NumPy) and labels (tensors) of `task_count` tasks."""
     import paddle
     from metaheac.reference import random_inputs
     shape = (setting(config, "hyper_parameters.task_count"), batch)
     max_idxs = setting(config, "hyper_parameters.max_idxs")
-    sx, qx = ([paddle.to_tensor(x) for x in random_inputs(rng, shape, max_idxs)]
-              for _ in range(2))
+    sx, qx = (random_inputs(rng, shape, max_idxs) for _ in range(2))
     sy, qy = (paddle.to_tensor(random_labels(rng, shape)) for _ in range(2))
     return sx, sy, qx, qy
+
+
+def planned_batch(config, batch):
+    """`batch` as the train reader yields it, ids planned per task; and the planning time."""
+    import paddle
+    import maml
+    import net
+    sx, sy, qx, qy = batch
+    start = time.perf_counter()
+    sx, qx, task_rows = maml.plan_tasks(
+        sx, qx, net.table_sizes(setting(config, "hyper_parameters.max_idxs")))
+    seconds = time.perf_counter() - start
+    to_tensors = lambda arrays: [paddle.to_tensor(a) for a in arrays]  # noqa: E731
+    return (to_tensors(sx), sy, to_tensors(qx), qy, [to_tensors(r) for r in task_rows]), seconds
+
+
+def tensor_batch(batch):
+    """`batch` with the tables' own ids, as tensors (the full-table formulation's input)."""
+    import paddle
+    sx, sy, qx, qy = batch
+    return [paddle.to_tensor(x) for x in sx], sy, [paddle.to_tensor(x) for x in qx], qy
 
 
 def random_labels(rng, shape, positive_rate=0.3):
@@ -439,13 +462,16 @@ def measure_meta_steps(config, batches, steps, warmup, matmul_gflops=None, refer
     local_lr = setting(config, "hyper_parameters.local_lr")
     ours_net = make_net(config)
     ours_opt = make_optimizer(ours_net, config)
-    data, ours = {}, {}
+    data, ours, planning = {}, {}, {}
     for size in batches:  # ours at every size first, so that its peak RSS is its own
         rng = np.random.default_rng(size)
         data[size] = [task_batch(rng, config, size) for _ in range(warmup + steps)]
+        planned = [planned_batch(config, b) for b in data[size]]
+        planning[size] = statistics.median(seconds for _, seconds in planned[warmup:])
         ours[size] = time_steps(
-            lambda sx, sy, qx, qy: maml.meta_step(ours_net, sx, sy, qx, qy, local_lr)[0],
-            data[size], ours_opt, warmup)
+            lambda sx, sy, qx, qy, rows: maml.meta_step(ours_net, sx, sy, qx, qy, local_lr,
+                                                        task_rows=rows)[0],
+            [b for b, _ in planned], ours_opt, warmup)
     rss_ours = _maxrss_mib()
     full = dict.fromkeys(batches)
     if reference:
@@ -456,13 +482,13 @@ def measure_meta_steps(config, batches, steps, warmup, matmul_gflops=None, refer
         for size in batches:
             full[size] = time_steps(
                 lambda sx, sy, qx, qy: full_table_meta_loss(ref_net, sx, sy, qx, qy, local_lr),
-                data[size], ref_opt, warmup)
+                [tensor_batch(b) for b in data[size]], ref_opt, warmup)
     rows = []
     for size in batches:
         flops = meta_step_flops(batch=size, **network_sizes(config))
         rows.append(MetaStepRow(
             size, ours[size], full[size], flops / 1e9, flops / ours[size].total / 1e9,
-            None if full[size] is None else full[size].total / ours[size].total))
+            None if full[size] is None else full[size].total / ours[size].total, planning[size]))
     return MetaSteps(steps, warmup, rows, rss_ours, _maxrss_mib(),
                      epoch_estimate(rows, FULL_PRESET_TRAIN_ROWS,
                                     "the full preset (~4.4 M train rows)"))
@@ -489,10 +515,11 @@ def measure_profile(config, size, top=12):
     local_lr = setting(config, "hyper_parameters.local_lr")
     net = make_net(config)
     optimizer = make_optimizer(net, config)
-    batches = [task_batch(np.random.default_rng(size), config, size) for _ in range(3)]
+    batches = [planned_batch(config, task_batch(np.random.default_rng(size), config, size))[0]
+               for _ in range(3)]
 
-    def step(sx, sy, qx, qy):
-        loss, _ = maml.meta_step(net, sx, sy, qx, qy, local_lr)
+    def step(sx, sy, qx, qy, task_rows):
+        loss, _ = maml.meta_step(net, sx, sy, qx, qy, local_lr, task_rows=task_rows)
         loss.backward()
         optimizer.step()
         optimizer.clear_grad()
@@ -734,14 +761,17 @@ def render(report):
         "median of %d after %d warm-up" % (m.steps, m.warmup),
         "",
         "| batch | full-table s/step | ours s/step | speed-up | ours forward / backward "
-        "/ optimizer s | GFLOP/step | ours GFLOP/s | % of matmul rate |",
-        "|---|---|---|---|---|---|---|---|"]
+        "/ optimizer s | GFLOP/step | ours GFLOP/s | % of matmul rate | reader's id "
+        "planning s |",
+        "|---|---|---|---|---|---|---|---|---|"]
     for row in m.rows:
         o, f = row.ours, row.full_table
-        lines.append("| %d | %s | %.4f | %s | %.4f / %.4f / %.4f | %.2f | %.1f | %.0f %% |" % (
-            row.batch, _maybe("%.4f", f and f.total), o.total, _maybe("%.1fx", row.speedup),
-            o.forward, o.backward, o.optimizer, row.gflop, row.gflops,
-            100 * row.gflops / r.matmul_gflops))
+        lines.append("| %d | %s | %.4f | %s | %.4f / %.4f / %.4f | %.2f | %.1f | %.0f %% | "
+                     "%.4f |" % (
+                         row.batch, _maybe("%.4f", f and f.total), o.total,
+                         _maybe("%.1fx", row.speedup), o.forward, o.backward, o.optimizer,
+                         row.gflop, row.gflops, 100 * row.gflops / r.matmul_gflops,
+                         row.planning))
     for row in m.rows:
         if row.full_table:
             f = row.full_table
