@@ -28,24 +28,6 @@ def planned(support_x, query_x, table_sizes):
     return tensors(support_x), tensors(query_x), [tensors(rows) for rows in task_rows]
 
 
-def test_planned_meta_step_matches_the_full_table_reference(rng):
-    ours, reference = make_net(), make_net()
-    sx, qx = (random_inputs(rng, 16, leading=(3,)) for _ in range(2))
-    sy, qy = ((rng.random((3, 16)) < 0.4).astype("float32") for _ in range(2))
-    support, query, task_rows = planned(sx, qx, ours.table_sizes())
-    loss, _ = maml.meta_step(ours, support, paddle.to_tensor(sy), query, paddle.to_tensor(qy),
-                             LOCAL_LR, task_rows=task_rows)
-    loss.backward()
-    expected = full_table_meta_loss(reference, tensors(sx), paddle.to_tensor(sy), tensors(qx),
-                                    paddle.to_tensor(qy), LOCAL_LR)
-    expected.backward()
-    np.testing.assert_allclose(float(loss), float(expected), rtol=1e-6)
-    reference_params = dict(reference.named_parameters())
-    for name, p in ours.named_parameters():
-        np.testing.assert_allclose(p.grad.numpy(), reference_params[name].grad.numpy(),
-                                   rtol=1e-4, atol=1e-7, err_msg=name)
-
-
 def test_a_reader_batch_trains_as_its_tables_own_ids_do(tmp_path, rng):
     # The trainer's path (reader plans, the model steps) against the plain formulation
     # fed the rows the reader drew.
