@@ -125,7 +125,8 @@ KEYS = {
     # hyper_parameters: the network and the meta-learning
     "hyper_parameters.max_idxs": Key(schema.DEFAULT_MAX_IDXS, MAX_IDXS),
     "hyper_parameters.embed_dim": Key(64, POSITIVE),
-    "hyper_parameters.mlp_dims": Key([64, 64], list_of(POSITIVE, non_empty=True)),
+    # upstream lists [64, 64] but applies only the first expert layer: [64] is what it computes
+    "hyper_parameters.mlp_dims": Key([64], list_of(POSITIVE, non_empty=True)),
     "hyper_parameters.num_expert": Key(8, POSITIVE),
     "hyper_parameters.num_output": Key(5, POSITIVE),
     "hyper_parameters.task_count": Key(5, POSITIVE),

@@ -15,7 +15,8 @@ LOCAL_LR = 0.05  # large, so that a wrong inner step would show
 
 def make_net(seed=11):
     paddle.seed(seed)
-    return net.MetaHeacNet(SMALL_MAX_IDXS, 5, [12, 8], num_expert=3, num_output=2)
+    # one expert layer: the network upstream computes (it lists two, applies one)
+    return net.MetaHeacNet(SMALL_MAX_IDXS, 5, [12], num_expert=3, num_output=2)
 
 
 def tensors(arrays):
