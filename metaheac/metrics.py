@@ -24,6 +24,12 @@ def auc(labels, scores):
     return float(roc_auc_score(labels, np.asarray(scores, dtype=np.float64).ravel()))
 
 
+def log_loss_of(labels, scores):
+    """Mean binary cross-entropy of click probabilities `scores` (clipped as scikit-learn does)."""
+    return float(log_loss(np.asarray(labels).ravel(), y_proba=np.asarray(scores, dtype=np.float64).ravel(),
+                          labels=[0, 1]))
+
+
 def top_count(candidates):
     """How many candidates the top TOP_PERCENT % holds: ceil(TOP_PERCENT % of them)."""
     return math.ceil(candidates * TOP_PERCENT / 100)
@@ -57,8 +63,7 @@ def campaign_metrics(labels, scores, scores_before, failed=None):
         return dict(row, auc=nan, log_loss=nan, **{PRECISION: nan, RECALL: nan}, failed=failed)
     precision, recall = precision_recall_at_top(labels, scores)
     return dict(row, auc=auc(labels, scores),
-                log_loss=float(log_loss(labels, y_proba=np.asarray(scores, dtype=np.float64),
-                                        labels=[0, 1])),
+                log_loss=log_loss_of(labels, scores),
                 **{PRECISION: precision, RECALL: recall})
 
 

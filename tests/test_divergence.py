@@ -110,12 +110,12 @@ def test_a_campaign_whose_fine_tuning_diverges_is_reported_failed_the_others_go_
     calls = []
     adapt_and_score = infer.adapt_and_score
 
-    def second_campaign_diverges(model_class, net, config, *arrays):
+    def second_campaign_diverges(model_class, net, config, *arrays, **options):
         calls.append(len(calls))
         if len(calls) == 2:
             config = dict(config, **{
                 "hyper_parameters.optimizer.local_test_learning_rate": float(ABSURD_RATE)})
-        return adapt_and_score(model_class, net, config, *arrays)
+        return adapt_and_score(model_class, net, config, *arrays, **options)
 
     monkeypatch.setattr(infer, "adapt_and_score", second_campaign_diverges)
     result = infer.evaluate(model_class, net, dataset, config, 0, "hot")
