@@ -298,6 +298,7 @@ def main(args):
             result = evaluate(model_class, net, dataset, config, epoch, test_set, ranks)
             if not ranks.main:
                 continue
+            result.oracle = report.read_oracle(os.path.join(config["config_abs_dir"], test_set))
             s = result.summary
             logger.info("epoch: %d done, %s: pooled AUC: %s, GAUC: %s over %d campaigns, "
                         "one-class campaigns (not in GAUC): %s, failed: %s, time: %.2f s",

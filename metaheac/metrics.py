@@ -88,6 +88,11 @@ def summarize(campaigns, pooled_auc):
             "mean_" + PRECISION: _mean(scored, PRECISION), "mean_" + RECALL: _mean(scored, RECALL)}
 
 
+def lift_reached(value, oracle):
+    """The share of the oracle's lift over a random ranking (AUC 0.5) that `value` reaches."""
+    return (value - 0.5) / (oracle - 0.5)
+
+
 def _mean(rows, key, weight=None):
     if not rows:
         return float("nan")
