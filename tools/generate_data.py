@@ -198,9 +198,10 @@ def _designed_test_sizes(spec, rng):
 
 
 def _unseen_categories(spec, is_test, rng):
-    """Categories: training campaigns and the first n_test - unseen_test test campaigns share
-    half of them; the other unseen_test test campaigns get the other half, which training
-    never sees."""
+    """Categories: training campaigns and n_test - unseen_test test campaigns draw from one
+    half of them; the other unseen_test test campaigns from the other half, which training
+    never sees. (A test campaign of the first half may still draw a category that no
+    training campaign happened to draw.)"""
     seen = spec.n_categories // 2
     category = rng.integers(seen, size=len(is_test))
     unseen = np.flatnonzero(is_test)[rng.permutation(spec.n_test)[:spec.unseen_test]]
