@@ -2,6 +2,7 @@
 
     python tools/generate_data.py --preset sample                 # data/ (what ships)
     python tools/generate_data.py --preset full                   # datasets/Lookalike/, minutes
+    python tools/generate_data.py --preset testbed --seed 1 --out DIR  # the hard case (tools/testbed.py)
     python tools/generate_data.py --preset tiny --raw --out DIR   # raw competition files
 
 The generative story (all draws from one numpy Generator, so a seed fixes everything):
@@ -17,7 +18,10 @@ The generative story (all draws from one numpy Generator, so a seed fixes everyt
 * Campaign sizes are log-logistic (heavy tail). Test campaigns split their rows into
   stage 1 (seeds) and stage 2 (candidates) and are hot when they have more than
   ``hot_threshold`` (T) positives over both stages, cold otherwise, as the authors'
-  ``data/process.py`` splits them.
+  ``data/process.py`` splits them. The testbed preset instead designs them: hot and cold
+  campaigns of given seed-row ranges, each with the same number of candidates.
+* Each test folder gets ``schema.ORACLE_FILE``: the pooled AUC and GAUC of its candidates
+  ranked by the true click probabilities.
 
 Every row is a fresh user and there are no per-row Python loops. Rows are drawn a chunk of
 whole campaigns at a time and kept in the smallest integer types that hold each field, so
