@@ -124,7 +124,8 @@ def test_a_campaign_whose_fine_tuning_diverges_is_reported_failed_the_others_go_
                                        "finite" % ((failed["candidate_rows"],) * 2))
     assert np.isnan(failed["auc"]) and failed["auc_before"] == clean.campaigns[1]["auc_before"]
     others = [c for i, c in enumerate(result.campaigns) if i != 1]
-    assert others == [c for i, c in enumerate(clean.campaigns) if i != 1]
+    # the fixed schedule's validation_auc is NaN, which equals nothing: compare it as text
+    assert repr(others) == repr([c for i, c in enumerate(clean.campaigns) if i != 1])
     assert result.summary["failed_campaigns"] == [failed["aid"]]
     assert failed["aid"] not in result.summary["one_class_campaigns"]
     assert result.summary["campaigns"] == len(clean.campaigns)
