@@ -19,6 +19,7 @@ a fresh Adam never moves a row whose gradient has always been zero, so this
 equals fine-tuning the full model, without copying or reloading the full tables.
 """
 import argparse
+import itertools
 import logging
 import os
 import sys
@@ -34,6 +35,7 @@ from utils.config import ConfigError, load_config  # noqa: E402
 from utils.save_load import CheckpointError, load_model  # noqa: E402
 from utils.utils_single import create_dataset, load_dy_model_class, set_device  # noqa: E402
 import maml  # noqa: E402
+from metaheac import early_stopping  # noqa: E402
 from metaheac import metrics  # noqa: E402
 from metaheac import settings  # noqa: E402
 from metaheac import report  # noqa: E402
@@ -50,27 +52,110 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def fine_tune(model_class, net, config, seed_x, seed_y, later_inputs=()):
+def fine_tuning_batch_size(config):
+    """Rows per fine-tuning step: runner.infer_batch_size, or else hyper_parameters.batch_size."""
+    return (settings.get(config, "runner.infer_batch_size")
+            or settings.get(config, "hyper_parameters.batch_size"))
+
+
+def fine_tune(model_class, net, config, seed_x, seed_y, later_inputs=(), aid=0):
     """Adapt a copy of `net` to one campaign's seed rows; `net` itself is left as it is.
 
-    Returns the adapted weights and `later_inputs` (input lists to score with them)
-    remapped onto their task-local table, which holds the rows of the seeds and of those.
+    Returns the adapted weights, `later_inputs` (input lists to score with them)
+    remapped onto their task-local table, which holds the rows of the seeds and of
+    those, and a dict saying how it was fine-tuned (the campaign's report columns).
     """
-    batch_size = settings.get(config, "hyper_parameters.batch_size")
-    weights, (seed_x, *later_inputs) = maml.localize(net, net.weights(), [seed_x, *later_inputs])
-    weights = maml.leaf_copies(weights)
+    local, (seed_x, *later_inputs) = maml.localize(net, net.weights(), [seed_x, *later_inputs])
+    start = lambda: maml.leaf_copies(local)  # noqa: E731  (fresh copies of the meta-trained rows)
+    if settings.get(config, "runner.infer_finetune") == "auto":
+        holdout = early_stopping.stratified_holdout(
+            seed_y, settings.get(config, "runner.infer_holdout_fraction"),
+            settings.get(config, "runner.seed"), aid)
+        positives = int(seed_y[holdout].sum())
+        needed = settings.get(config, "runner.infer_min_holdout_positives")
+        if positives >= needed:
+            weights, done = _auto_fine_tune(model_class, net, config, start, seed_x, seed_y, holdout)
+            return weights, later_inputs, done
+        fallback = ("fixed (fallback: %d held-out positives, below infer_min_holdout_positives %d)"
+                    % (positives, needed))
+    else:
+        fallback = "fixed"
+    weights = start()
+    steps = _fit(model_class, net, config, weights, seed_x, seed_y, _epoch_steps(config, len(seed_y)))
+    return weights, later_inputs, {"finetune": fallback, "finetune_steps": steps,
+                                   "validation_auc": float("nan")}
+
+
+def _epoch_steps(config, rows):
+    """Steps of the fixed schedule: infer_train_epoch passes over `rows` rows."""
+    return settings.get(config, "runner.infer_train_epoch") * -(-rows // fine_tuning_batch_size(config))
+
+
+def _batches(config, rows):
+    """Row slices of successive fine-tuning steps: passes over `rows` rows in order, repeated."""
+    batch_size = fine_tuning_batch_size(config)
+    while True:
+        for first in range(0, rows, batch_size):
+            yield slice(first, first + batch_size)
+
+
+def _fit(model_class, net, config, weights, seed_x, seed_y, steps, after_step=None):
+    """`steps` Adam steps on the seed rows; `after_step(step)` after each, True to stop.
+    Returns the steps taken."""
     optimizer = model_class.create_optimizer(net, config, mode="infer",
                                              parameters=list(weights.values()))
     seed_y = paddle.to_tensor(seed_y)
-    for _ in range(settings.get(config, "runner.infer_train_epoch")):
-        for start in range(0, len(seed_y), batch_size):
-            rows = slice(start, start + batch_size)
-            loss = model_class.infer_train_forward(
-                net, ([x[rows] for x in seed_x], seed_y[rows]), config, weights=weights)
-            loss.backward()
-            optimizer.step()
-            optimizer.clear_grad()
-    return weights, later_inputs
+    taken = 0
+    for rows in itertools.islice(_batches(config, len(seed_y)), steps):
+        loss = model_class.infer_train_forward(
+            net, ([x[rows] for x in seed_x], seed_y[rows]), config, weights=weights)
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        taken += 1
+        if after_step and after_step(taken):
+            break
+    return taken
+
+
+def _auto_fine_tune(model_class, net, config, start, seed_x, seed_y, holdout):
+    """Fine-tune on the seed rows outside `holdout`, stopping early on the held-out score;
+    then the best weights, or (runner.infer_auto_refit) a refit on all seed rows for the
+    best number of steps."""
+    run = lambda key: settings.get(config, "runner." + key)  # noqa: E731
+    fit, check = (paddle.to_tensor(np.flatnonzero(rows)) for rows in (~holdout, holdout))
+    fit_x, fit_y = [paddle.gather(x, fit) for x in seed_x], seed_y[~holdout]
+    check_x, check_y = [paddle.gather(x, check) for x in seed_x], seed_y[holdout]
+    # Validate about once per held-out rows' worth of training rows: a check then costs
+    # at most one forward pass of a batch per step.
+    interval = max(1, -(-len(check_y) // fine_tuning_batch_size(config)))
+    stopper = early_stopping.EarlyStopping(run("infer_patience"), run("infer_auto_metric"))
+    weights = start()
+    best = {"weights": weights, "auc": float("nan")}
+
+    def validate(step):
+        scores = score_adapted(model_class, net, config, weights, check_x, check_y)
+        auc = metrics.auc(check_y, scores)
+        value = auc if run("infer_auto_metric") == "auc" else metrics.log_loss_of(check_y, scores)
+        if stopper.update(step, value):
+            best["auc"] = auc
+            if not run("infer_auto_refit"):
+                best["weights"] = {k: w.detach().clone() for k, w in weights.items()}
+        return stopper.stop
+
+    def after_step(step):
+        return step % interval == 0 and validate(step)
+
+    if not validate(0):
+        last = _fit(model_class, net, config, weights, fit_x, fit_y, run("infer_max_steps"), after_step)
+        if last % interval:  # the last steps before infer_max_steps
+            validate(last)
+    steps = stopper.best_step or 0
+    if run("infer_auto_refit"):
+        best["weights"] = start()
+        _fit(model_class, net, config, best["weights"], seed_x, seed_y, steps)
+    return best["weights"], {"finetune": "auto" + (" refit" if run("infer_auto_refit") else ""),
+                             "finetune_steps": steps, "validation_auc": best["auc"]}
 
 
 def score_adapted(model_class, net, config, weights, candidate_x, candidate_y,
@@ -91,11 +176,13 @@ def score_adapted(model_class, net, config, weights, candidate_x, candidate_y,
 
 
 def adapt_and_score(model_class, net, config, seed_x, seed_y, candidate_x, candidate_y,
-                    metric_list=None, campaign_metric_list=None):
-    """Fine-tune a copy of `net` on one campaign's seed rows; score its candidates."""
-    weights, (candidate_x,) = fine_tune(model_class, net, config, seed_x, seed_y, [candidate_x])
+                    metric_list=None, campaign_metric_list=None, aid=0):
+    """Fine-tune a copy of `net` on one campaign's seed rows; score its candidates.
+    Returns the scores and how it was fine-tuned (fine_tune's dict)."""
+    weights, (candidate_x,), done = fine_tune(model_class, net, config, seed_x, seed_y,
+                                              [candidate_x], aid)
     return score_adapted(model_class, net, config, weights, candidate_x, candidate_y,
-                         metric_list, campaign_metric_list)
+                         metric_list, campaign_metric_list), done
 
 
 def score(net, inputs, batch_size):
@@ -127,10 +214,11 @@ def evaluate(model_class, net, dataset, config, epoch, test_set, ranks=distribut
         start = time.time()
         aid = int(aid[0])
         before = score(net, candidate_x, batch_size)
-        after = adapt_and_score(model_class, net, config, seed_x, seed_y, candidate_x, candidate_y)
+        after, done = adapt_and_score(model_class, net, config, seed_x, seed_y, candidate_x,
+                                      candidate_y, aid=aid)
         failed = _divergence(after)
         row = {"aid": aid, "seed_rows": len(seed_y),
-               **metrics.campaign_metrics(candidate_y, after, before, failed)}
+               **metrics.campaign_metrics(candidate_y, after, before, failed), **done}
         mine.append((index, row, row_ids, candidate_y, after))
         if failed:
             logger.warning("epoch: %d, %s, campaign %d/%d, aid: %d: failed, %s; reported with "
@@ -138,10 +226,12 @@ def evaluate(model_class, net, dataset, config, epoch, test_set, ranks=distribut
                            len(dataset), aid, failed)
             continue
         logger.info("epoch: %d, %s, campaign %d/%d, aid: %d, seed rows: %d, candidates: %d "
-                    "(%d positive), AUC: %s (before fine-tuning: %s), time: %.2f s",
+                    "(%d positive), AUC: %s (before fine-tuning: %s), fine-tuning: %s, %d steps, "
+                    "validation AUC: %s, time: %.2f s",
                     epoch, test_set, index + 1, len(dataset), aid, row["seed_rows"],
                     row["candidate_rows"], row["positives"], _auc_text(row["auc"]),
-                    _auc_text(row["auc_before"]), time.time() - start)
+                    _auc_text(row["auc_before"]), done["finetune"], done["finetune_steps"],
+                    _auc_text(done["validation_auc"], "none"), time.time() - start)
     scored = sorted((c for part in ranks.gather(mine) for c in part), key=lambda c: c[0])
     if not ranks.main:
         return None
@@ -167,8 +257,8 @@ def _divergence(scores):
     return None
 
 
-def _auc_text(auc):
-    return "undefined (candidates of one class)" if np.isnan(auc) else "%.6f" % auc
+def _auc_text(auc, undefined="undefined (candidates of one class)"):
+    return undefined if np.isnan(auc) else "%.6f" % auc
 
 
 def test_data_dirs(config):
@@ -208,6 +298,7 @@ def main(args):
             result = evaluate(model_class, net, dataset, config, epoch, test_set, ranks)
             if not ranks.main:
                 continue
+            result.oracle = report.read_oracle(os.path.join(config["config_abs_dir"], test_set))
             s = result.summary
             logger.info("epoch: %d done, %s: pooled AUC: %s, GAUC: %s over %d campaigns, "
                         "one-class campaigns (not in GAUC): %s, failed: %s, time: %.2f s",

@@ -24,6 +24,12 @@ def auc(labels, scores):
     return float(roc_auc_score(labels, np.asarray(scores, dtype=np.float64).ravel()))
 
 
+def log_loss_of(labels, scores):
+    """Mean binary cross-entropy of click probabilities `scores` (clipped as scikit-learn does)."""
+    return float(log_loss(np.asarray(labels).ravel(), y_proba=np.asarray(scores, dtype=np.float64).ravel(),
+                          labels=[0, 1]))
+
+
 def top_count(candidates):
     """How many candidates the top TOP_PERCENT % holds: ceil(TOP_PERCENT % of them)."""
     return math.ceil(candidates * TOP_PERCENT / 100)
@@ -57,8 +63,7 @@ def campaign_metrics(labels, scores, scores_before, failed=None):
         return dict(row, auc=nan, log_loss=nan, **{PRECISION: nan, RECALL: nan}, failed=failed)
     precision, recall = precision_recall_at_top(labels, scores)
     return dict(row, auc=auc(labels, scores),
-                log_loss=float(log_loss(labels, y_proba=np.asarray(scores, dtype=np.float64),
-                                        labels=[0, 1])),
+                log_loss=log_loss_of(labels, scores),
                 **{PRECISION: precision, RECALL: recall})
 
 
@@ -81,6 +86,11 @@ def summarize(campaigns, pooled_auc):
             "gauc_row_weighted": _mean(scored, "auc", weight="candidate_rows"),
             "gauc_before": _mean(scored, "auc_before"),
             "mean_" + PRECISION: _mean(scored, PRECISION), "mean_" + RECALL: _mean(scored, RECALL)}
+
+
+def lift_reached(value, oracle):
+    """The share of the oracle's lift over a random ranking (AUC 0.5) that `value` reaches."""
+    return (value - 0.5) / (oracle - 0.5)
 
 
 def _mean(rows, key, weight=None):

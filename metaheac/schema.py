@@ -83,3 +83,6 @@ DEFAULT_MAX_IDXS = [
 TRAIN_FILE = "train_stage1.pkl"
 TEST_SEED_FILE = "test_stage1.pkl"
 TEST_CANDIDATE_FILE = "test_stage2.pkl"
+# Beside a generated test set's files: how well the true click probabilities rank its
+# candidates (pooled AUC, GAUC), the best any model can do there.
+ORACLE_FILE = "oracle.json"

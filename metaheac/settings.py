@@ -115,17 +115,30 @@ KEYS = {
     "runner.infer_start_epoch": Key(0, integer(0)),
     "runner.infer_end_epoch": Key(1, POSITIVE),
     "runner.infer_train_epoch": Key(2, integer(0)),
+    # per-campaign fine-tuning: "fixed" = infer_train_epoch epochs (upstream); "auto" = early
+    # stopping on a held-out part of the seed rows (infer.py, metaheac/early_stopping.py)
+    "runner.infer_finetune": Key("fixed", one_of("fixed", "auto")),
+    "runner.infer_holdout_fraction": Key(0.2, number(0, 1)),
+    # fewer held-out positives than this: the campaign falls back to the fixed schedule
+    "runner.infer_min_holdout_positives": Key(5, POSITIVE),
+    "runner.infer_patience": Key(3, POSITIVE),  # validations without improvement before stopping
+    "runner.infer_max_steps": Key(100, POSITIVE),
+    "runner.infer_auto_metric": Key("logloss", one_of("logloss", "auc")),
+    # true: refit on all seed rows for the chosen number of steps; false: the best weights
+    "runner.infer_auto_refit": Key(False, FLAG),
     # several test folders evaluated in one run (e.g. hot and cold); empty: test_data_dir
     "runner.test_data_dirs": Key([], list_of(TEXT)),
     # where infer.py writes its report; None: <infer_load_path>/infer
     "runner.infer_output_dir": Key(None, optional(TEXT)),
-    # PaddleRec runner keys that this model reads from hyper_parameters.batch_size
+    # PaddleRec runner key that this model reads from hyper_parameters.batch_size
     "runner.train_batch_size": Key(None, optional(POSITIVE)),
+    # rows per fine-tuning step; None: hyper_parameters.batch_size
     "runner.infer_batch_size": Key(None, optional(POSITIVE)),
     # hyper_parameters: the network and the meta-learning
     "hyper_parameters.max_idxs": Key(schema.DEFAULT_MAX_IDXS, MAX_IDXS),
     "hyper_parameters.embed_dim": Key(64, POSITIVE),
-    "hyper_parameters.mlp_dims": Key([64, 64], list_of(POSITIVE, non_empty=True)),
+    # upstream lists [64, 64] but applies only the first expert layer: [64] is what it computes
+    "hyper_parameters.mlp_dims": Key([64], list_of(POSITIVE, non_empty=True)),
     "hyper_parameters.num_expert": Key(8, POSITIVE),
     "hyper_parameters.num_output": Key(5, POSITIVE),
     "hyper_parameters.task_count": Key(5, POSITIVE),

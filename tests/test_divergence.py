@@ -110,12 +110,12 @@ def test_a_campaign_whose_fine_tuning_diverges_is_reported_failed_the_others_go_
     calls = []
     adapt_and_score = infer.adapt_and_score
 
-    def second_campaign_diverges(model_class, net, config, *arrays):
+    def second_campaign_diverges(model_class, net, config, *arrays, **options):
         calls.append(len(calls))
         if len(calls) == 2:
             config = dict(config, **{
                 "hyper_parameters.optimizer.local_test_learning_rate": float(ABSURD_RATE)})
-        return adapt_and_score(model_class, net, config, *arrays)
+        return adapt_and_score(model_class, net, config, *arrays, **options)
 
     monkeypatch.setattr(infer, "adapt_and_score", second_campaign_diverges)
     result = infer.evaluate(model_class, net, dataset, config, 0, "hot")
@@ -124,7 +124,8 @@ def test_a_campaign_whose_fine_tuning_diverges_is_reported_failed_the_others_go_
                                        "finite" % ((failed["candidate_rows"],) * 2))
     assert np.isnan(failed["auc"]) and failed["auc_before"] == clean.campaigns[1]["auc_before"]
     others = [c for i, c in enumerate(result.campaigns) if i != 1]
-    assert others == [c for i, c in enumerate(clean.campaigns) if i != 1]
+    # the fixed schedule's validation_auc is NaN, which equals nothing: compare it as text
+    assert repr(others) == repr([c for i, c in enumerate(clean.campaigns) if i != 1])
     assert result.summary["failed_campaigns"] == [failed["aid"]]
     assert failed["aid"] not in result.summary["one_class_campaigns"]
     assert result.summary["campaigns"] == len(clean.campaigns)

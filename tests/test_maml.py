@@ -15,7 +15,8 @@ LOCAL_LR = 0.05  # large, so that a wrong inner step would show
 
 def make_net(seed=11):
     paddle.seed(seed)
-    return net.MetaHeacNet(SMALL_MAX_IDXS, 5, [12, 8], num_expert=3, num_output=2)
+    # one expert layer: the network upstream computes (it lists two, applies one)
+    return net.MetaHeacNet(SMALL_MAX_IDXS, 5, [12], num_expert=3, num_output=2)
 
 
 def tensors(arrays):
@@ -133,9 +134,11 @@ def test_campaign_finetune_matches_full_model_finetune(rng):
     model_class = DygraphModel()
     metrics, _ = model_class.create_metrics()
     local, _ = model_class.create_metrics()
-    scores = infer.adapt_and_score(model_class, model, config, seed_x, seed_y, candidate_x,
-                                   candidate_y, metrics, local)
+    scores, done = infer.adapt_and_score(model_class, model, config, seed_x, seed_y, candidate_x,
+                                         candidate_y, metrics, local)
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
+    assert done == {"finetune": "fixed", "finetune_steps": 9, "validation_auc": done["validation_auc"]}
+    assert np.isnan(done["validation_auc"])  # 3 epochs of ceil(21 / 8) steps, nothing held out
     no_tuning = model(*tensors(candidate_x)).numpy()
     assert np.abs(scores - no_tuning).max() > 1e-4
     for name, value in model.state_dict().items():

@@ -2,6 +2,7 @@
 
     python tools/generate_data.py --preset sample                 # data/ (what ships)
     python tools/generate_data.py --preset full                   # datasets/Lookalike/, minutes
+    python tools/generate_data.py --preset testbed --seed 1 --out DIR  # the hard case (tools/testbed.py)
     python tools/generate_data.py --preset tiny --raw --out DIR   # raw competition files
 
 The generative story (all draws from one numpy Generator, so a seed fixes everything):
@@ -17,7 +18,10 @@ The generative story (all draws from one numpy Generator, so a seed fixes everyt
 * Campaign sizes are log-logistic (heavy tail). Test campaigns split their rows into
   stage 1 (seeds) and stage 2 (candidates) and are hot when they have more than
   ``hot_threshold`` (T) positives over both stages, cold otherwise, as the authors'
-  ``data/process.py`` splits them.
+  ``data/process.py`` splits them. The testbed preset instead designs them: hot and cold
+  campaigns of given seed-row ranges, each with the same number of candidates.
+* Each test folder gets ``schema.ORACLE_FILE``: the pooled AUC and GAUC of its candidates
+  ranked by the true click probabilities.
 
 Every row is a fresh user and there are no per-row Python loops. Rows are drawn a chunk of
 whole campaigns at a time and kept in the smallest integer types that hold each field, so
@@ -36,8 +40,8 @@ import utils  # noqa: E402  (puts the repo root, and so the metaheac package, on
 
 REPO_ROOT = utils.ROOT
 
-from metaheac import schema  # noqa: E402
-from metaheac.atomic_files import replacing  # noqa: E402
+from metaheac import metrics, schema  # noqa: E402
+from metaheac.atomic_files import replacing, write_json  # noqa: E402
 from metaheac.data_files import frame_of, write_frame  # noqa: E402
 from metaheac.layout import (FRAME_KEYS, LAYOUTS, RAW_FILES, layout_paths, progress_printer,  # noqa: E402
                              split_masks, summary)
@@ -63,6 +67,11 @@ class Spec:
     affinity_scale: float = 6.0
     label_noise: float = 0.3  # std of the per-row logit noise
     token_noise: float = 0.2  # probability that a token ignores the user's taste
+    # A designed test set (the testbed): ((hot campaigns, min, max seed rows), (cold ...)),
+    # each campaign with `candidates` stage-2 rows; None: log-logistic sizes split by T.
+    test_design: tuple = None
+    candidates: int = 0
+    unseen_test: int = 0  # test campaigns of ad categories that no training campaign has
 
 
 PRESETS = {
@@ -79,10 +88,18 @@ PRESETS = {
     "full": Spec(n_train=86, n_test=87, train_median_rows=30_000, test_median_rows=37_500, rows_shape=1.5,
                  min_rows=2_000, stage2_fraction=0.25, hot_threshold=4000, positive_rate=0.05,
                  n_categories=40, n_topics=16),
+    # Built like the hard real case: 24 training campaigns (~116 k rows), 8 hot test campaigns
+    # of 4,000-8,000 seed rows and 8 cold of 150-600, 2,500 candidates each, 12 of the 16 of ad
+    # categories unseen in training, noisy tokens and a weak taste signal, ~10 % positives.
+    "testbed": Spec(n_train=24, n_test=16, train_median_rows=3_800, test_median_rows=0, rows_shape=2.0,
+                    min_rows=1_000, stage2_fraction=0.0, hot_threshold=0, positive_rate=0.10,
+                    n_categories=16, n_topics=12, token_noise=0.7, affinity_scale=2.5,
+                    test_design=((8, 4_000, 8_000), (8, 150, 600)), candidates=2_500, unseen_test=12),
 }
 # Where each preset goes and in which folder layout, unless --out / --layout say otherwise.
-DEFAULT_OUT = {"tiny": "datasets/tiny", "sample": "data", "full": "datasets/Lookalike"}
-DEFAULT_LAYOUT = {"tiny": "paddlerec", "sample": "paddlerec", "full": "lookalike"}
+DEFAULT_OUT = {"tiny": "datasets/tiny", "sample": "data", "full": "datasets/Lookalike",
+               "testbed": "datasets/testbed"}
+DEFAULT_LAYOUT = {"tiny": "paddlerec", "sample": "paddlerec", "full": "lookalike", "testbed": "paddlerec"}
 
 # The id reserved for "missing" in each sequence field; real tokens are 0..max_id-1.
 PAD_ID = {f.name: f.max_id for f in schema.SEQUENCE_FIELDS}
@@ -137,7 +154,7 @@ def _make_world(spec, rng):
     n_camp = spec.n_train + spec.n_test
     cat_target = rng.normal(0.0, spec.category_spread, size=(spec.n_categories, k))
     category = rng.integers(spec.n_categories, size=n_camp)
-    target = cat_target[category] + rng.normal(0.0, spec.campaign_spread, size=(n_camp, k))
+    deviation = rng.normal(0.0, spec.campaign_spread, size=(n_camp, k))
     # Mean-one log-normal multiplier, so campaign base rates average to positive_rate.
     spread = rng.lognormal(-spec.rate_sigma ** 2 / 2, spec.rate_sigma, size=n_camp)
     rate = np.clip(spec.positive_rate * spread, 0.002, 0.5)
@@ -145,7 +162,16 @@ def _make_world(spec, rng):
     is_test[rng.choice(n_camp, size=spec.n_test, replace=False)] = True
     sizes = np.empty(n_camp, dtype=np.int64)
     sizes[~is_test] = _campaign_sizes(spec.n_train, spec.train_median_rows, spec, rng)
-    sizes[is_test] = _campaign_sizes(spec.n_test, spec.test_median_rows, spec, rng)
+    hot = None
+    if spec.test_design:
+        sizes[is_test], hot_tests = _designed_test_sizes(spec, rng)
+        hot = np.zeros(n_camp, dtype=bool)
+        hot[np.flatnonzero(is_test)[hot_tests]] = True
+        if spec.unseen_test:
+            category = _unseen_categories(spec, is_test, rng)
+    else:
+        sizes[is_test] = _campaign_sizes(spec.n_test, spec.test_median_rows, spec, rng)
+    target = cat_target[category] + deviation
 
     vocab = {f.name: f.vocab_size for f in schema.AD_FIELDS}
     # Each category owns a pool of 2 advertisers and 3 products; campaigns pick from their pool.
@@ -161,7 +187,30 @@ def _make_world(spec, rng):
     }
     assert set(ad) == set(schema.AD_COLUMNS)
     return dict(static_cdf=static_cdf, preferred=preferred, target=target, rate=rate,
-                sizes=sizes, is_test=is_test, ad=ad)
+                sizes=sizes, is_test=is_test, hot=hot, ad=ad)
+
+
+def _designed_test_sizes(spec, rng):
+    """Rows (seeds + candidates) of the test campaigns of `spec.test_design`, and which are hot."""
+    (n_hot, hot_lo, hot_hi), (n_cold, cold_lo, cold_hi) = spec.test_design
+    if n_hot + n_cold != spec.n_test:
+        raise ValueError("test_design has %d campaigns, n_test is %d" % (n_hot + n_cold, spec.n_test))
+    seeds = np.r_[rng.integers(hot_lo, hot_hi + 1, n_hot), rng.integers(cold_lo, cold_hi + 1, n_cold)]
+    hot = np.r_[np.ones(n_hot, bool), np.zeros(n_cold, bool)]
+    order = rng.permutation(spec.n_test)  # hot and cold interleave in aid order
+    return seeds[order] + spec.candidates, hot[order]
+
+
+def _unseen_categories(spec, is_test, rng):
+    """Categories: training campaigns and n_test - unseen_test test campaigns draw from one
+    half of them; the other unseen_test test campaigns from the other half, which training
+    never sees. (A test campaign of the first half may still draw a category that no
+    training campaign happened to draw.)"""
+    seen = spec.n_categories // 2
+    category = rng.integers(seen, size=len(is_test))
+    unseen = np.flatnonzero(is_test)[rng.permutation(spec.n_test)[:spec.unseen_test]]
+    category[unseen] = rng.integers(seen, spec.n_categories, size=len(unseen))
+    return category
 
 
 def _draw_users(n, spec, world, rng):
@@ -220,8 +269,8 @@ def _draw_labels(p, camp, is_test, rng):
     raise ValueError("test campaigns too small or too skewed to hold both classes in both stages")
 
 
-def _stage2_mask(camp, label, sizes, fraction, rng):
-    """Random stage split per campaign; stage 2 gets ~fraction x stage-1 rows.
+def _stage2_mask(camp, label, sizes, n2, rng):
+    """Random stage split per campaign; stage 2 gets n2 of its rows.
 
     The lowest-keyed positive and negative of a campaign are forced into stage 2 and the
     next ones into stage 1, so both stages hold both classes.
@@ -236,7 +285,6 @@ def _stage2_mask(camp, label, sizes, fraction, rng):
     order = np.lexsort((key, camp))
     first = np.r_[0, np.cumsum(sizes)[:-1]]
     rank = np.arange(len(order)) - first[camp[order]]
-    n2 = np.maximum(2, np.round(sizes * fraction / (1.0 + fraction))).astype(np.int64)
     mask = np.empty(len(camp), dtype=bool)
     mask[order] = rank < n2[camp[order]]
     return mask
@@ -249,7 +297,8 @@ class Draw:
     stage2: np.ndarray  # per row: a stage-2 candidate rather than a stage-1 seed row
     row_id: np.ndarray  # per row: its id in the output files, a permutation so files interleave
     is_test: np.ndarray  # per campaign
-    hot: np.ndarray  # per campaign: more than T positives over both stages
+    hot: np.ndarray  # per campaign: more than T positives over both stages (or as designed)
+    probability: np.ndarray  # per row: the true click probability its label was drawn from
     ad: dict  # ad field -> per-campaign value
 
 
@@ -284,12 +333,17 @@ def _draw_campaigns(spec, world, first, stop, rng):
     logit = (spec.affinity_scale * np.einsum("ij,ij->i", theta, world["target"][first:stop][camp])
              + rng.normal(0.0, spec.label_noise, size=n))
     logit += _calibrated_bias(logit, camp, world["rate"][first:stop])[camp]
-    cols[schema.LABEL] = _draw_labels(_sigmoid(logit), camp, world["is_test"][first:stop], rng)
+    probability = _sigmoid(logit)
+    cols[schema.LABEL] = _draw_labels(probability, camp, world["is_test"][first:stop], rng)
     cols[schema.AID] = camp + first
     for name, per_campaign in world["ad"].items():
         cols[name] = per_campaign[first:stop][camp]
-    stage2 = _stage2_mask(camp, cols[schema.LABEL], sizes, spec.stage2_fraction, rng)
-    return cols, stage2
+    if spec.test_design:
+        n2 = np.full(len(sizes), spec.candidates, dtype=np.int64)
+    else:
+        n2 = np.maximum(2, np.round(sizes * spec.stage2_fraction / (1.0 + spec.stage2_fraction)))
+    stage2 = _stage2_mask(camp, cols[schema.LABEL], sizes, n2.astype(np.int64), rng)
+    return cols, stage2, probability
 
 
 def draw(spec, seed, chunk_rows=CHUNK_ROWS, progress=None):
@@ -302,18 +356,35 @@ def draw(spec, seed, chunk_rows=CHUNK_ROWS, progress=None):
     columns = {name: np.empty((n, widths[name]) if name in widths else n, dtype)
                for name, dtype in _storage_dtypes(len(sizes)).items()}
     stage2 = np.empty(n, dtype=bool)
+    probability = np.empty(n, dtype=np.float32)
     starts = np.r_[0, np.cumsum(sizes)]
     for first, stop in _campaign_chunks(sizes, chunk_rows):
         rows = slice(starts[first], starts[stop])
-        cols, stage2[rows] = _draw_campaigns(spec, world, first, stop, rng)
+        cols, stage2[rows], probability[rows] = _draw_campaigns(spec, world, first, stop, rng)
         for name, values in cols.items():
             columns[name][rows] = values
         if progress:
             progress(starts[stop], n)
     positives = np.bincount(columns[schema.AID], weights=columns[schema.LABEL], minlength=len(sizes))
     row_id = rng.permutation(n).astype(np.int64)
+    hot = positives > spec.hot_threshold if world["hot"] is None else world["hot"]
     return Draw(columns=columns, stage2=stage2, row_id=row_id, is_test=world["is_test"],
-                hot=positives > spec.hot_threshold, ad=world["ad"])
+                hot=hot, ad=world["ad"], probability=probability)
+
+
+def oracles(d, rows):
+    """{test set FRAME_KEYS item: ORACLE_FILE content}: how well the true click probabilities
+    rank each test set's candidates, pooled and per campaign (GAUC, as metrics.summarize)."""
+    found = {}
+    for key in ("test_hot_stage2", "test_cold_stage2"):
+        labels, truth = d.columns[schema.LABEL][rows[key]], d.probability[rows[key]]
+        aids = d.columns[schema.AID][rows[key]]
+        per_campaign = [metrics.auc(labels[aids == a], truth[aids == a]) for a in np.unique(aids)]
+        scored = [a for a in per_campaign if not np.isnan(a)]
+        found[key] = {"pooled_auc": metrics.auc(labels, truth),
+                      "gauc": float(np.mean(scored)) if scored else float("nan"),
+                      "campaigns": len(per_campaign), "candidate_rows": int(len(labels))}
+    return found
 
 
 def split_rows(d):
@@ -419,6 +490,9 @@ def main(argv=None):
         parser.error("--threshold and --layout apply to the pickles; "
                      "with --raw, give them to tools/preprocess_raw.py")
     spec = PRESETS[args.preset]
+    if args.threshold is not None and spec.test_design:
+        parser.error("--threshold: the %s preset's hot and cold campaigns are designed, not split by T"
+                     % args.preset)
     if args.threshold is not None:
         spec = dataclasses.replace(spec, hot_threshold=args.threshold)
     default_out = "datasets/raw/" + args.preset if args.raw else DEFAULT_OUT[args.preset]
@@ -433,13 +507,19 @@ def main(argv=None):
         print("%d rows in %d campaigns, %d stage 2" % (len(d.stage2), len(d.is_test), d.stage2.sum()))
     else:
         paths = layout_paths(out, args.layout or DEFAULT_LAYOUT[args.preset])
-        for key, rows in split_rows(d).items():
+        split = split_rows(d)
+        for key, rows in split.items():
             write_frame(paths[key], _take(d.columns, rows), d.row_id[rows],
                         progress_printer("writing " + os.path.relpath(paths[key], out)))
             print(summary(paths[key], d.columns[schema.LABEL][rows], d.columns[schema.AID][rows]))
+        for key, oracle in oracles(d, split).items():
+            path = os.path.join(os.path.dirname(paths[key]), schema.ORACLE_FILE)
+            write_json(oracle, path)
+            print("%s: the true probabilities' pooled AUC %.4f, GAUC %.4f"
+                  % (path, oracle["pooled_auc"], oracle["gauc"]))
         test_hot = d.hot[d.is_test]
-        print("test campaigns: %d hot, %d cold (T = %d positive rows)"
-              % (test_hot.sum(), (~test_hot).sum(), spec.hot_threshold))
+        split_by = "as designed" if spec.test_design else "T = %d positive rows" % spec.hot_threshold
+        print("test campaigns: %d hot, %d cold (%s)" % (test_hot.sum(), (~test_hot).sum(), split_by))
     print("elapsed %.1fs" % (time.time() - start))
 
 
