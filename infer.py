@@ -118,7 +118,7 @@ def evaluate(model_class, net, dataset, config, epoch, test_set, ranks=distribut
     mine = []
     # Every rank reads every campaign (the reader shuffles seed rows from one stream),
     # so all ranks see the same sizes and agree on the owners.
-    for index, (aid, seed_x, seed_y, candidate_x, candidate_y, row_ids) in enumerate(dataset):
+    for index, (aid, seed_x, seed_y, candidate_x, candidate_y, ids) in enumerate(dataset):
         owner = int(np.argmin(loads))  # the first of the least loaded
         # Fine-tuning passes over the seed rows, plus about one for the two scorings.
         loads[owner] += epochs * len(seed_y) + len(candidate_y)
@@ -131,7 +131,7 @@ def evaluate(model_class, net, dataset, config, epoch, test_set, ranks=distribut
         failed = _divergence(after)
         row = {"aid": aid, "seed_rows": len(seed_y),
                **metrics.campaign_metrics(candidate_y, after, before, failed)}
-        mine.append((index, row, row_ids, candidate_y, after))
+        mine.append((index, row, ids, candidate_y, after))
         if failed:
             logger.warning("epoch: %d, %s, campaign %d/%d, aid: %d: failed, %s; reported with "
                            "NaN AUC, the other campaigns go on", epoch, test_set, index + 1,
@@ -147,12 +147,12 @@ def evaluate(model_class, net, dataset, config, epoch, test_set, ranks=distribut
         return None
     pooled, _ = model_class.create_metrics()
     campaigns, predictions = [], []
-    for _, row, row_ids, labels, scores in scored:
+    for _, row, ids, labels, scores in scored:
         if not row.get("failed"):
             pooled[0].update(scores, labels)
         campaigns.append(row)
         predictions.append(pd.DataFrame({"test_set": test_set, "aid": row["aid"],
-                                         "row_id": row_ids, "label": labels.astype(int),
+                                         **ids, "label": labels.astype(int),
                                          "score": scores}))
     return report.TestSetResult(test_set, epoch, campaigns, pd.concat(predictions),
                                 pooled[0].accumulate(), getattr(dataset, "skipped", {}))

@@ -4,7 +4,8 @@
 - ``metrics.json``: per test set its summary (``metrics.summarize``), skipped and
   one-class campaigns and campaign rows; plus the checkpoint and the effective config;
 - ``per_campaign.csv``: one row per campaign and test set;
-- ``predictions.csv``: test_set, aid, row_id (the index of the source DataFrame),
+- ``predictions.csv``: test_set, aid, row_id (the index of the source DataFrame), uid
+  (where the data file has one),
   label and score (after fine-tuning) of every candidate: the expanded audience;
 - ``auc_vs_seed_size.png``, ``auc_by_test_set.png``, ``auc_before_after.png``.
 """

@@ -329,14 +329,18 @@ def _by_row_id(positions, row_id):
     return positions[np.argsort(row_id[positions], kind="stable")]
 
 
-def _take(columns, positions):
-    return {name: columns[name][positions] for name in schema.ALL_COLUMNS}
+def _take(d, positions):
+    """The columns of the rows at `positions`, with their uid: every row is its own user,
+    uid = row id + 1 as in the raw files (derived, so adding it changed no drawn row)."""
+    columns = {name: d.columns[name][positions] for name in schema.ALL_COLUMNS}
+    columns[schema.UID] = d.row_id[positions] + 1
+    return columns
 
 
 def generate(spec, seed):
     """Draw a data set; returns {FRAME_KEYS item: DataFrame}."""
     d = draw(spec, seed)
-    return {key: frame_of(_take(d.columns, rows), d.row_id[rows]) for key, rows in split_rows(d).items()}
+    return {key: frame_of(_take(d, rows), d.row_id[rows]) for key, rows in split_rows(d).items()}
 
 
 def write_paddlerec_layout(frames, out_dir):
@@ -434,7 +438,7 @@ def main(argv=None):
     else:
         paths = layout_paths(out, args.layout or DEFAULT_LAYOUT[args.preset])
         for key, rows in split_rows(d).items():
-            write_frame(paths[key], _take(d.columns, rows), d.row_id[rows],
+            write_frame(paths[key], _take(d, rows), d.row_id[rows],
                         progress_printer("writing " + os.path.relpath(paths[key], out)))
             print(summary(paths[key], d.columns[schema.LABEL][rows], d.columns[schema.AID][rows]))
         test_hot = d.hot[d.is_test]
