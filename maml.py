@@ -38,17 +38,8 @@ def localize(net, weights, batches):
     names = net.table_names()
     arrays = [[np.asarray(x) for x in batch] for batch in batches]
     ids = [packed_ids(static, sequence, ad) for static, sequence, _, ad in arrays]
-    # Number the rows of all tables consecutively, so one np.unique finds them all.
-    sizes = [weights[name].shape[0] for name in names]
-    offsets = np.cumsum([0] + sizes)
-    column_offset = np.zeros(ids[0].shape[-1], dtype=np.int64)
-    for cols, offset in zip(FIELD_COLUMNS, offsets):
-        column_offset[cols] = offset
-    used, local_ids = np.unique(np.concatenate([(i + column_offset).ravel() for i in ids]),
-                                return_inverse=True)
-    bounds = np.searchsorted(used, offsets)
-    rows = [paddle.to_tensor(used[lo:hi] - offset)
-            for lo, hi, offset in zip(bounds[:-1], bounds[1:], offsets)]
+    table_rows, bounds, local_ids = _used_rows([weights[name].shape[0] for name in names], ids)
+    rows = [paddle.to_tensor(r) for r in table_rows]
     with paddle.no_grad():
         table = paddle.concat([paddle.gather(weights[name], r) for name, r in zip(names, rows)])
     table.stop_gradient = False
@@ -62,6 +53,41 @@ def localize(net, weights, batches):
         start += block.size
         remapped.append([paddle.to_tensor(x) for x in (static, sequence, batch[2], ad)])
     return local, remapped
+
+
+def _used_rows(sizes, ids):
+    """The rows of each table (of `sizes` rows) that the packed id arrays `ids` use, where
+    each table's rows start in the local table, and the ids remapped to index it."""
+    # Number the rows of all tables consecutively, so one np.unique finds them all.
+    offsets = np.cumsum([0] + list(sizes))
+    column_offset = np.zeros(ids[0].shape[-1], dtype=np.int64)
+    for cols, offset in zip(FIELD_COLUMNS, offsets):
+        column_offset[cols] = offset
+    used, local_ids = np.unique(np.concatenate([(i + column_offset).ravel() for i in ids]),
+                                return_inverse=True)
+    bounds = np.searchsorted(used, offsets)
+    rows = [used[lo:hi] - offset for lo, hi, offset in zip(bounds[:-1], bounds[1:], offsets)]
+    return rows, bounds, local_ids
+
+
+def write_back(net, local_weights, batches):
+    """Put task-local weights (``localize`` of `batches`, then trained) into `net` itself.
+
+    The local table's rows go back to the rows of the full tables they were gathered
+    from, the other weights replace the net's; `net` then scores any input as the local
+    weights would, and is an ordinary network to save or export."""
+    names = net.table_names()
+    parameters = net.weights()
+    ids = [packed_ids(np.asarray(b[0]), np.asarray(b[1]), np.asarray(b[3])) for b in batches]
+    rows, bounds, _ = _used_rows([parameters[name].shape[0] for name in names], ids)
+    table = local_weights[LOCAL_TABLE]
+    with paddle.no_grad():
+        for name, table_rows, lo, hi in zip(names, rows, bounds[:-1], bounds[1:]):
+            if hi > lo:
+                parameters[name].scatter_(paddle.to_tensor(table_rows), table[lo:hi])
+        for name, value in local_weights.items():
+            if name != LOCAL_TABLE:
+                parameters[name].set_value(value.detach())
 
 
 def _add_rows(full_tables, rows, bounds, grad):
