@@ -50,11 +50,12 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def fine_tune(model_class, net, config, seed_x, seed_y, later_inputs=()):
+def fine_tune(model_class, net, config, seed_x, seed_y, later_inputs=(), progress=None):
     """Adapt a copy of `net` to one campaign's seed rows; `net` itself is left as it is.
 
     Returns the adapted weights and `later_inputs` (input lists to score with them)
     remapped onto their task-local table, which holds the rows of the seeds and of those.
+    ``progress(rows)``, if given, is called after each step with the rows it trained on.
     """
     batch_size = settings.get(config, "hyper_parameters.batch_size")
     weights, (seed_x, *later_inputs) = maml.localize(net, net.weights(), [seed_x, *later_inputs])
@@ -70,6 +71,8 @@ def fine_tune(model_class, net, config, seed_x, seed_y, later_inputs=()):
             loss.backward()
             optimizer.step()
             optimizer.clear_grad()
+            if progress:
+                progress(len(seed_y[rows]))
     return weights, later_inputs
 
 

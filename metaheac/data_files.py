@@ -70,9 +70,7 @@ class Columns:
 
     def campaigns(self):
         """Sorted aids and, for each, the indices of its rows (in file order)."""
-        order = np.argsort(self.aid, kind="stable")
-        aids, starts = np.unique(self.aid[order], return_index=True)
-        return aids, np.split(order, starts[1:])
+        return campaign_rows(self.aid)
 
     @staticmethod
     def concat(parts):
@@ -83,6 +81,13 @@ class Columns:
             values = [getattr(p, name) for p in parts]
             joined[name] = (None if any(v is None for v in values) else np.concatenate(values))
         return Columns(**joined)
+
+
+def campaign_rows(aid):
+    """Sorted aids and, for each, the indices of its rows in `aid` (in file order)."""
+    order = np.argsort(aid, kind="stable")
+    aids, starts = np.unique(aid[order], return_index=True)
+    return aids, np.split(order, starts[1:])
 
 
 def _arrays(columns):
