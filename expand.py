@@ -255,7 +255,9 @@ def main(args):
         start = time.time()
         train_x, train_y, drawn = training_rows(seeds, seed_rows, pool, pool_rows, config, aid)
         adapt(model_class, net, adapted, config, train_x, train_y, aid)
+        tuned = time.time()
         scores = pool.score(adapted, pool_rows, batch_size, "aid %d scoring" % aid)
+        scoring = time.time() - tuned
         failed = infer._divergence(scores)
         if failed:
             logger.warning("campaign aid %d: %s; no audience written for it", aid, failed)
@@ -266,11 +268,12 @@ def main(args):
             if args.export_dir else ""
         positives = int((train_y == 1).sum())
         logger.info("aid %d: seeds %d (%d positive, %d negative%s), pool %d, audience %d, "
-                    "score cut-off %s, time %.2f s%s", aid, len(seed_rows), positives,
+                    "score cut-off %s, time %.2f s (scoring %.2f s)%s", aid, len(seed_rows),
+                    positives,
                     len(train_y) - positives, ", drawn from the pool" if drawn else "",
                     len(pool_rows), len(audience),
                     "%.6f" % audience.score.iloc[-1] if len(audience) else "none",
-                    time.time() - start, where)
+                    time.time() - start, scoring, where)
     if not audiences:
         raise DataError("no campaign gave an audience; nothing written to %s" % args.out)
     write_csv(pd.concat(audiences, ignore_index=True), args.out)
