@@ -258,7 +258,7 @@ def main(args):
         tuned = time.time()
         scores = pool.score(adapted, pool_rows, batch_size, "aid %d scoring" % aid)
         scoring = time.time() - tuned
-        failed = infer._divergence(scores)
+        failed = infer.divergence(scores)
         if failed:
             logger.warning("campaign aid %d: %s; no audience written for it", aid, failed)
             continue
@@ -280,9 +280,15 @@ def main(args):
     logger.info("audience of %d campaign(s) written to %s", len(audiences), args.out)
 
 
-if __name__ == "__main__":
+def cli(argv=None):
+    """Run the command line; bad input is one logged line and status 2."""
     try:
-        main(parse_args())
+        main(parse_args(argv))
     except (ConfigError, DataError, CheckpointError, UsageError) as error:
         logger.error("%s", error)
-        sys.exit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

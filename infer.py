@@ -131,7 +131,7 @@ def evaluate(model_class, net, dataset, config, epoch, test_set, ranks=distribut
         aid = int(aid[0])
         before = score(net, candidate_x, batch_size)
         after = adapt_and_score(model_class, net, config, seed_x, seed_y, candidate_x, candidate_y)
-        failed = _divergence(after)
+        failed = divergence(after)
         row = {"aid": aid, "seed_rows": len(seed_y),
                **metrics.campaign_metrics(candidate_y, after, before, failed)}
         mine.append((index, row, ids, candidate_y, after))
@@ -161,7 +161,7 @@ def evaluate(model_class, net, dataset, config, epoch, test_set, ranks=distribut
                                 pooled[0].accumulate(), getattr(dataset, "skipped", {}))
 
 
-def _divergence(scores):
+def divergence(scores):
     """Why the scores after fine-tuning are unusable, or None if they are all finite."""
     bad = int(np.sum(~np.isfinite(scores)))
     if bad:

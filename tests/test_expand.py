@@ -1,7 +1,12 @@
 """expand.py end to end on generated data with a planted structure, its chunked reading,
-its exported models, and its errors on bad input."""
+its exported models, and its errors on bad input.
+
+expand.py runs in this process (``expand.cli``, what its command line calls), which saves
+a Paddle start-up per run; one test runs the command line itself."""
 import dataclasses
+import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -12,23 +17,27 @@ import pytest
 from conftest import ROOT
 from metaheac import data_files, schema
 
+import expand as expand_py
 import generate_data
 
 # Few, large test campaigns (all "hot"), so each pool holds enough positives to measure
 # an audience's precision; a small meta-training set keeps the run short.
-SPEC = dataclasses.replace(generate_data.PRESETS["sample"], n_test=3, test_median_rows=1500,
-                           min_rows=1000, stage2_fraction=2.0, hot_threshold=0,
-                           positive_rate=0.08)
+SPEC = dataclasses.replace(generate_data.PRESETS["sample"], n_test=3, test_median_rows=2000,
+                           stage2_fraction=2.0, hot_threshold=0, positive_rate=0.08)
 CONFIG = os.path.join(ROOT, "config.yaml")
 
 
-def run(*args, check=True):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "expand.py"), *map(str, args)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
-    log = result.stdout + result.stderr
-    if check:
-        assert result.returncode == 0, log[-3000:]
-    return result.returncode, log
+@pytest.fixture
+def run(caplog):
+    """Runs expand.py's command line in this process; returns its status and log."""
+    def run(*args, check=True):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="expand"):
+            code = expand_py.cli([str(a) for a in args])
+        if check:
+            assert code == 0, caplog.text[-3000:]
+        return code, caplog.text
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +60,12 @@ def world(tmp_path_factory):
                 pool=paths["test_hot_stage2"], models=models)
 
 
-def expand(world, seeds, out, *flags, pool=None):
-    return run("-m", CONFIG, "--seeds", seeds, "--pool", pool or world["pool"], "--out", out,
-               *flags, "-o", "runner.infer_load_path=%s" % world["models"])
+@pytest.fixture
+def expand(run):
+    def expand(world, seeds, out, *flags, pool=None):
+        return run("-m", CONFIG, "--seeds", seeds, "--pool", pool or world["pool"], "--out", out,
+                   *flags, "-o", "runner.infer_load_path=%s" % world["models"])
+    return expand
 
 
 def precision_and_base_rate(world, audience):
@@ -75,20 +87,37 @@ def check_audience(world, audience, fraction):
     assert sorted(audience.aid.unique()) == sorted(pool.aid.unique())
 
 
-def test_labelled_seeds_give_an_audience_well_above_the_base_rate(world, tmp_path):
-    out = tmp_path / "audience.csv"
-    _, log = expand(world, world["seeds"], out, "--top-fraction", 0.1,
-                    "--export-dir", tmp_path / "models")
+@pytest.fixture(scope="module")
+def labelled(world, tmp_path_factory):
+    """The audience of the labelled seeds (top 10 %), its exported models and its log."""
+    root = tmp_path_factory.mktemp("labelled")
+    out, export_dir = root / "audience.csv", root / "models"
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logging.getLogger("expand").addHandler(handler)
+    try:
+        code = expand_py.cli([str(a) for a in (
+            "-m", CONFIG, "--seeds", world["seeds"], "--pool", world["pool"], "--out", out,
+            "--top-fraction", 0.1, "--export-dir", export_dir,
+            "-o", "runner.infer_load_path=%s" % world["models"])])
+    finally:
+        logging.getLogger("expand").removeHandler(handler)
+    assert code == 0, lines[-5:]
+    return out, export_dir, "\n".join(lines)
+
+
+def test_labelled_seeds_give_an_audience_well_above_the_base_rate(world, labelled):
+    out, _, log = labelled
     audience = pd.read_csv(out)
     assert list(audience.columns) == ["aid", "uid", "score", "rank"]
     check_audience(world, audience, 0.1)
     precision, base = precision_and_base_rate(world, audience)
     assert precision > 2.5 * base, (precision, base)
-    assert log.count("score cut-off") == 3
-    world["labelled"] = out, tmp_path / "models"
+    assert log.count("score cut-off") == SPEC.n_test
 
 
-def test_positive_only_seeds_give_an_audience_well_above_the_base_rate(world, tmp_path):
+def test_positive_only_seeds_give_an_audience_well_above_the_base_rate(world, expand, tmp_path):
     seeds = world["frames"]["test_hot_stage1"]
     positives = tmp_path / "positives.pkl"
     seeds[seeds.label == 1].drop(columns=[schema.LABEL]).to_pickle(positives)
@@ -101,25 +130,22 @@ def test_positive_only_seeds_give_an_audience_well_above_the_base_rate(world, tm
     assert precision > 2.5 * base, (precision, base)
 
 
-def test_a_chunked_columnar_pool_scores_as_one_chunk(world, tmp_path):
-    whole = tmp_path / "whole.csv"
-    expand(world, world["seeds"], whole, "--top", 50)
+def test_a_chunked_columnar_pool_scores_as_one_chunk(world, labelled, run, tmp_path):
     pool = data_files.frame_to_columns(data_files.read_frame(str(world["pool"])), "pool")
     data_files.save_columnar(pool, str(tmp_path / "pool.npz"))
     chunked = tmp_path / "chunked.csv"
     run("-m", CONFIG, "--seeds", world["seeds"], "--pool", tmp_path / "pool.npz",
-        "--out", chunked, "--top", 50, "-o", "runner.infer_load_path=%s" % world["models"],
+        "--out", chunked, "--top-fraction", 0.1, "-o", "runner.infer_load_path=%s" % world["models"],
         "runner.expand_chunk_rows=37")
-    a, b = pd.read_csv(whole), pd.read_csv(chunked)
+    # The labelled run read the .pkl pool in chunks larger than any campaign.
+    a, b = pd.read_csv(labelled[0]), pd.read_csv(chunked)
     assert (a[["aid", "uid", "rank"]].to_numpy() == b[["aid", "uid", "rank"]].to_numpy()).all()
     np.testing.assert_allclose(a.score, b.score, rtol=1e-5, atol=1e-7)
 
 
-def test_the_exported_models_score_as_expand_wrote(world):
-    if "labelled" not in world:
-        pytest.skip("needs the labelled run's export")
+def test_the_exported_models_score_as_expand_wrote(world, labelled):
     import paddle.inference as inference
-    out, export_dir = world["labelled"]
+    out, export_dir, _ = labelled
     audience = pd.read_csv(out)
     pool = data_files.frame_to_columns(data_files.read_frame(str(world["pool"])), "pool")
     for aid, rows in audience.groupby(schema.AID):
@@ -171,7 +197,7 @@ def _bad_files(world, tmp_path):
     ("checkpoint", ["-o", "runner.infer_load_path=no/models"], "no checkpoint at no/models/0"),
     ("fraction", ["--top-fraction", "1.5"], r"--top-fraction must lie in \(0, 1\], got 1.5"),
 ])
-def test_bad_input_is_one_line_and_writes_nothing(world, tmp_path, case, flags, message):
+def test_bad_input_is_one_line_and_writes_nothing(world, run, tmp_path, case, flags, message):
     files = _bad_files(world, tmp_path)
     chosen = {"--seeds": world["seeds"], "--pool": world["pool"], "--top": 10}
     extra = []
@@ -187,12 +213,23 @@ def test_bad_input_is_one_line_and_writes_nothing(world, tmp_path, case, flags, 
     code, log = run(*args, *(extra or ["-o", "runner.infer_load_path=%s" % world["models"]]),
                     check=False)
     assert code == 2, log[-2000:]
-    assert __import__("re").search(message, log), log[-2000:]
-    assert "Traceback" not in log
+    errors = [line for line in log.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and re.search(message, errors[0]), log[-2000:]
     assert not out.exists()
 
 
-def test_campaigns_in_one_file_only_and_a_large_top_are_warnings(world, tmp_path):
+def test_the_command_line_exits_2_with_one_line(world, tmp_path):
+    out = tmp_path / "audience.csv"
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "expand.py"), "-m", CONFIG, "--seeds", world["seeds"],
+         "--pool", world["pool"], "--out", out, "--top", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "--top must be at least 1, got 0" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
+def test_campaigns_in_one_file_only_and_a_large_top_are_warnings(world, expand, tmp_path):
     pool = world["frames"]["test_hot_stage2"]
     first = pool.aid.min()
     partial = tmp_path / "partial.pkl"

@@ -48,8 +48,9 @@ def test_keys_and_size(frames):
 
 def test_columns_and_dtypes(frames):
     for df in frames.values():
-        assert list(df.columns) == schema.ALL_COLUMNS
-        for name in schema.ALL_COLUMNS:
+        assert list(df.columns) == schema.ALL_COLUMNS + [schema.UID]
+        np.testing.assert_array_equal(df[schema.UID], df.index + 1)
+        for name in schema.ALL_COLUMNS + [schema.UID]:
             expected = object if name in schema.SEQUENCE_COLUMNS else np.int64
             assert df[name].dtype == expected, name
         assert df.index.dtype == np.int64
