@@ -179,7 +179,7 @@ def test_streamed_pickle_reads_back_as_the_same_frame(frames, tmp_path, monkeypa
     monkeypatch.setattr(data_files, "CELL_BATCH", 7)  # several batches per column
     frame = frames["train"]
     columns = {name: np.stack(frame[name].to_numpy()) if name in schema.SEQUENCE_COLUMNS
-               else frame[name].to_numpy().astype(np.int32) for name in schema.ALL_COLUMNS}
+               else frame[name].to_numpy().astype(np.int32) for name in schema.ALL_COLUMNS + [schema.UID]}
     path = str(tmp_path / "streamed.pkl")
     data_files.write_frame(path, columns, frame.index.to_numpy())
     assert _same(pd.read_pickle(path), frame)
