@@ -26,4 +26,4 @@ data: $(VENV)/.installed
 	$(PY) tools/generate_data.py --preset sample --seed 2021 --out data
 
 clean:
-	rm -rf output_model_metaheac .pytest_cache
+	rm -rf output_model_metaheac .pytest_cache audience.csv serving

@@ -58,12 +58,13 @@ def fine_tuning_batch_size(config):
             or settings.get(config, "hyper_parameters.batch_size"))
 
 
-def fine_tune(model_class, net, config, seed_x, seed_y, later_inputs=(), aid=0):
+def fine_tune(model_class, net, config, seed_x, seed_y, later_inputs=(), aid=0, progress=None):
     """Adapt a copy of `net` to one campaign's seed rows; `net` itself is left as it is.
 
     Returns the adapted weights, `later_inputs` (input lists to score with them)
     remapped onto their task-local table, which holds the rows of the seeds and of
     those, and a dict saying how it was fine-tuned (the campaign's report columns).
+    ``progress(rows)``, if given, is called after each step with the rows it trained on.
     """
     local, (seed_x, *later_inputs) = maml.localize(net, net.weights(), [seed_x, *later_inputs])
     start = lambda: maml.leaf_copies(local)  # noqa: E731  (fresh copies of the meta-trained rows)
@@ -74,14 +75,16 @@ def fine_tune(model_class, net, config, seed_x, seed_y, later_inputs=(), aid=0):
         positives = int(seed_y[holdout].sum())
         needed = settings.get(config, "runner.infer_min_holdout_positives")
         if positives >= needed:
-            weights, done = _auto_fine_tune(model_class, net, config, start, seed_x, seed_y, holdout)
+            weights, done = _auto_fine_tune(model_class, net, config, start, seed_x, seed_y,
+                                            holdout, progress)
             return weights, later_inputs, done
         fallback = ("fixed (fallback: %d held-out positives, below infer_min_holdout_positives %d)"
                     % (positives, needed))
     else:
         fallback = "fixed"
     weights = start()
-    steps = _fit(model_class, net, config, weights, seed_x, seed_y, _epoch_steps(config, len(seed_y)))
+    steps = _fit(model_class, net, config, weights, seed_x, seed_y,
+                 _epoch_steps(config, len(seed_y)), progress=progress)
     return weights, later_inputs, {"finetune": fallback, "finetune_steps": steps,
                                    "validation_auc": float("nan")}
 
@@ -99,9 +102,10 @@ def _batches(config, rows):
             yield slice(first, first + batch_size)
 
 
-def _fit(model_class, net, config, weights, seed_x, seed_y, steps, after_step=None):
-    """`steps` Adam steps on the seed rows; `after_step(step)` after each, True to stop.
-    Returns the steps taken."""
+def _fit(model_class, net, config, weights, seed_x, seed_y, steps, after_step=None,
+         progress=None):
+    """`steps` Adam steps on the seed rows; `after_step(step)` after each, True to stop;
+    `progress(rows)` after each. Returns the steps taken."""
     optimizer = model_class.create_optimizer(net, config, mode="infer",
                                              parameters=list(weights.values()))
     seed_y = paddle.to_tensor(seed_y)
@@ -113,12 +117,14 @@ def _fit(model_class, net, config, weights, seed_x, seed_y, steps, after_step=No
         optimizer.step()
         optimizer.clear_grad()
         taken += 1
+        if progress:
+            progress(seed_y[rows].shape[0])
         if after_step and after_step(taken):
             break
     return taken
 
 
-def _auto_fine_tune(model_class, net, config, start, seed_x, seed_y, holdout):
+def _auto_fine_tune(model_class, net, config, start, seed_x, seed_y, holdout, progress=None):
     """Fine-tune on the seed rows outside `holdout`, stopping early on the held-out score;
     then the best weights, or (runner.infer_auto_refit) a refit on all seed rows for the
     best number of steps."""
@@ -147,13 +153,14 @@ def _auto_fine_tune(model_class, net, config, start, seed_x, seed_y, holdout):
         return step % interval == 0 and validate(step)
 
     if not validate(0):
-        last = _fit(model_class, net, config, weights, fit_x, fit_y, run("infer_max_steps"), after_step)
+        last = _fit(model_class, net, config, weights, fit_x, fit_y, run("infer_max_steps"),
+                    after_step, progress)
         if last % interval:  # the last steps before infer_max_steps
             validate(last)
     steps = stopper.best_step or 0
     if run("infer_auto_refit"):
         best["weights"] = start()
-        _fit(model_class, net, config, best["weights"], seed_x, seed_y, steps)
+        _fit(model_class, net, config, best["weights"], seed_x, seed_y, steps, progress=progress)
     return best["weights"], {"finetune": "auto" + (" refit" if run("infer_auto_refit") else ""),
                              "finetune_steps": steps, "validation_auc": best["auc"]}
 
@@ -205,7 +212,7 @@ def evaluate(model_class, net, dataset, config, epoch, test_set, ranks=distribut
     mine = []
     # Every rank reads every campaign (the reader shuffles seed rows from one stream),
     # so all ranks see the same sizes and agree on the owners.
-    for index, (aid, seed_x, seed_y, candidate_x, candidate_y, row_ids) in enumerate(dataset):
+    for index, (aid, seed_x, seed_y, candidate_x, candidate_y, ids) in enumerate(dataset):
         owner = int(np.argmin(loads))  # the first of the least loaded
         # Fine-tuning passes over the seed rows, plus about one for the two scorings.
         loads[owner] += epochs * len(seed_y) + len(candidate_y)
@@ -216,10 +223,10 @@ def evaluate(model_class, net, dataset, config, epoch, test_set, ranks=distribut
         before = score(net, candidate_x, batch_size)
         after, done = adapt_and_score(model_class, net, config, seed_x, seed_y, candidate_x,
                                       candidate_y, aid=aid)
-        failed = _divergence(after)
+        failed = divergence(after)
         row = {"aid": aid, "seed_rows": len(seed_y),
                **metrics.campaign_metrics(candidate_y, after, before, failed), **done}
-        mine.append((index, row, row_ids, candidate_y, after))
+        mine.append((index, row, ids, candidate_y, after))
         if failed:
             logger.warning("epoch: %d, %s, campaign %d/%d, aid: %d: failed, %s; reported with "
                            "NaN AUC, the other campaigns go on", epoch, test_set, index + 1,
@@ -237,18 +244,18 @@ def evaluate(model_class, net, dataset, config, epoch, test_set, ranks=distribut
         return None
     pooled, _ = model_class.create_metrics()
     campaigns, predictions = [], []
-    for _, row, row_ids, labels, scores in scored:
+    for _, row, ids, labels, scores in scored:
         if not row.get("failed"):
             pooled[0].update(scores, labels)
         campaigns.append(row)
         predictions.append(pd.DataFrame({"test_set": test_set, "aid": row["aid"],
-                                         "row_id": row_ids, "label": labels.astype(int),
+                                         **ids, "label": labels.astype(int),
                                          "score": scores}))
     return report.TestSetResult(test_set, epoch, campaigns, pd.concat(predictions),
                                 pooled[0].accumulate(), getattr(dataset, "skipped", {}))
 
 
-def _divergence(scores):
+def divergence(scores):
     """Why the scores after fine-tuning are unusable, or None if they are all finite."""
     bad = int(np.sum(~np.isfinite(scores)))
     if bad:

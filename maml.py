@@ -106,6 +106,26 @@ def localize(net, weights, batches):
                    for batch, (static, sequence, ad) in zip(arrays, remapped)]
 
 
+def write_back(net, local_weights, batches):
+    """Put task-local weights (``localize`` of `batches`, then trained) into `net` itself.
+
+    The local table's rows go back to the rows of the full tables they were gathered
+    from, the other weights replace the net's; `net` then scores any input as the local
+    weights would, and is an ordinary network to save or export."""
+    names = net.table_names()
+    parameters = net.weights()
+    rows, _ = local_index([[np.asarray(x) for x in batch] for batch in batches], net.table_sizes())
+    bounds = np.cumsum([0] + [len(r) for r in rows])
+    table = local_weights[LOCAL_TABLE]
+    with paddle.no_grad():
+        for name, table_rows, lo, hi in zip(names, rows, bounds[:-1], bounds[1:]):
+            if hi > lo:
+                parameters[name].scatter_(paddle.to_tensor(table_rows), table[lo:hi])
+        for name, value in local_weights.items():
+            if name != LOCAL_TABLE:
+                parameters[name].set_value(value.detach())
+
+
 def _add_rows(full_tables, rows, bounds, grad):
     """Add the local table's gradient `grad` into the full tables' gradients."""
     for table, table_rows, lo, hi in zip(full_tables, rows, bounds[:-1], bounds[1:]):

@@ -129,7 +129,10 @@ class MetaHeacNet(nn.Layer):
         return dict(self.named_parameters())
 
     def forward(self, static_ids, sequence_ids, sequence_lengths, ad_ids, weights=None,
-                lookup=F.embedding):
+                lookup=None):
+        # lookup defaults here, not in the signature: paddle.jit.save's program translator
+        # cannot resolve a module attribute as a default value.
+        lookup = F.embedding if lookup is None else lookup
         w = self.weights() if weights is None else weights
         if LOCAL_TABLE in w:
             table = w[LOCAL_TABLE]

@@ -3,7 +3,8 @@
 ``RecDataset(file_list, config)`` takes ``test_stage1`` (each campaign's seed set,
 for fine-tuning) and ``test_stage2`` (the candidates to rank), ``.pkl`` or ``.npz``, from
 ``file_list`` and yields, per campaign in ascending aid order:
-``[aid, seed inputs, seed labels, candidate inputs, candidate labels, candidate row ids]``.
+``[aid, seed inputs, seed labels, candidate inputs, candidate labels, candidate ids]``,
+the ids a dict: ``row_id`` (the DataFrame index) and, where the file has one, ``uid``.
 Seed rows come shuffled (seeded by ``runner.seed``), candidates in file order.
 """
 import logging
@@ -59,4 +60,10 @@ class RecDataset(IterableDataset):
             yield [np.array([aid]),
                    self.seeds.features(seed_rows), self.seeds.label[seed_rows],
                    self.candidates.features(candidate_rows), self.candidates.label[candidate_rows],
-                   self.candidates.row_id[candidate_rows]]
+                   self._ids(candidate_rows)]
+
+    def _ids(self, rows):
+        ids = {"row_id": self.candidates.row_id[rows]}
+        if self.candidates.uid is not None:
+            ids[schema.UID] = self.candidates.uid[rows]
+        return ids

@@ -5,7 +5,8 @@
   AUC and GAUC and the share of their lift reached when the folder has ``schema.ORACLE_FILE``), skipped and
   one-class campaigns and campaign rows; plus the checkpoint and the effective config;
 - ``per_campaign.csv``: one row per campaign and test set;
-- ``predictions.csv``: test_set, aid, row_id (the index of the source DataFrame),
+- ``predictions.csv``: test_set, aid, row_id (the index of the source DataFrame), uid
+  (where the data file has one),
   label and score (after fine-tuning) of every candidate: the expanded audience;
 - ``auc_vs_seed_size.png``, ``auc_by_test_set.png``, ``auc_before_after.png``.
 """

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 LABEL = "label"
 AID = "aid"
+# The user id: optional in every data file (absent, the DataFrame index stands for it);
+# what an audience lists, so it must be unique within a campaign's rows.
+UID = "uid"
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ SEQUENCE_TOTAL_WIDTH = _start
 
 # Every column a data file must have, in the upstream order.
 ALL_COLUMNS = [LABEL, AID] + STATIC_COLUMNS + SEQUENCE_COLUMNS + LENGTH_COLUMNS + AD_COLUMNS
+# Columns a data file may have besides those.
+OPTIONAL_COLUMNS = [UID]
 
 # The upstream `hyper_parameters.max_idxs` layout: [static, sequence, ad].
 DEFAULT_MAX_IDXS = [

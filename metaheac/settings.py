@@ -130,7 +130,11 @@ KEYS = {
     "runner.test_data_dirs": Key([], list_of(TEXT)),
     # where infer.py writes its report; None: <infer_load_path>/infer
     "runner.infer_output_dir": Key(None, optional(TEXT)),
-    # PaddleRec runner key that this model reads from hyper_parameters.batch_size
+    # expand.py: with positive-only seeds, negatives drawn from the pool per positive seed
+    "runner.expand_negatives_per_positive": Key(4, POSITIVE),
+    # expand.py: pool rows read and scored at once (bounds its memory, whatever the pool size)
+    "runner.expand_chunk_rows": Key(65536, POSITIVE),
+    # PaddleRec runner keys that this model reads from hyper_parameters.batch_size
     "runner.train_batch_size": Key(None, optional(POSITIVE)),
     # rows per fine-tuning step; None: hyper_parameters.batch_size
     "runner.infer_batch_size": Key(None, optional(POSITIVE)),

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from conftest import ROOT, SHARED_FIXTURE
@@ -51,6 +52,8 @@ def test_train_then_infer_beats_chance_on_generated_data(tmp_path):
     assert [(name, round(float(auc), 4)) for name, auc in table] == \
         [("test", round(aucs[0], 4)), ("test_cold", round(aucs[1], 4))], log[-1500:]
     assert os.path.isfile(os.path.join(models, "infer", "0", "metrics.json"))
+    predictions = pd.read_csv(os.path.join(models, "infer", "0", "predictions.csv"))
+    assert (predictions.uid == predictions.row_id + 1).all()  # the generator's uid, carried
     assert os.path.isfile(os.path.join(models, "training_curve.png"))
 
 

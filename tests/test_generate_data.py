@@ -48,8 +48,9 @@ def test_keys_and_size(frames):
 
 def test_columns_and_dtypes(frames):
     for df in frames.values():
-        assert list(df.columns) == schema.ALL_COLUMNS
-        for name in schema.ALL_COLUMNS:
+        assert list(df.columns) == schema.ALL_COLUMNS + [schema.UID]
+        np.testing.assert_array_equal(df[schema.UID], df.index + 1)
+        for name in schema.ALL_COLUMNS + [schema.UID]:
             expected = object if name in schema.SEQUENCE_COLUMNS else np.int64
             assert df[name].dtype == expected, name
         assert df.index.dtype == np.int64
@@ -178,7 +179,7 @@ def test_streamed_pickle_reads_back_as_the_same_frame(frames, tmp_path, monkeypa
     monkeypatch.setattr(data_files, "CELL_BATCH", 7)  # several batches per column
     frame = frames["train"]
     columns = {name: np.stack(frame[name].to_numpy()) if name in schema.SEQUENCE_COLUMNS
-               else frame[name].to_numpy().astype(np.int32) for name in schema.ALL_COLUMNS}
+               else frame[name].to_numpy().astype(np.int32) for name in schema.ALL_COLUMNS + [schema.UID]}
     path = str(tmp_path / "streamed.pkl")
     data_files.write_frame(path, columns, frame.index.to_numpy())
     assert _same(pd.read_pickle(path), frame)

@@ -77,6 +77,7 @@ def test_hand_written_files_are_encoded_as_the_authors_script_does(tmp_path):
             aid, uid, label = ROWS[stage][source_row]
             seen.append((stage, source_row))
             assert row[schema.LABEL] == label and row[schema.AID] == AID_CODE[aid]
+            assert row[schema.UID] == uid  # the raw uid, kept
             assert (AID_CODE[aid] in train_aids) == (key == "train")
             positives = sum(r[2] for s in (1, 2) for r in ROWS[s] if r[0] == aid)
             assert ("hot" in key) == (key != "train" and positives > 1)

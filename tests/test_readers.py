@@ -109,13 +109,14 @@ def test_reader_yields_one_campaign_at_a_time(tmp_path, rng, caplog):
     assert "aids [8]" in caplog.text and "aids [9]" in caplog.text
     out = list(data)
     assert [int(c[0][0]) for c in out] == [3, 5] and len(data) == 2
-    for aid, seed_x, seed_y, cand_x, cand_y, cand_rows in out:
+    for aid, seed_x, seed_y, cand_x, cand_y, cand_ids in out:
         aid = int(aid[0])
         expected_seed = seeds[seeds.aid == aid]
         assert len(seed_y) == len(expected_seed) and seed_x[1].shape == (len(seed_y), 50)
         assert sorted(seed_x[0][:, 0]) == sorted(expected_seed.carrier)
         expected_cand = candidates[candidates.aid == aid]
-        np.testing.assert_array_equal(cand_rows, expected_cand.index)
+        np.testing.assert_array_equal(cand_ids["row_id"], expected_cand.index)
+        assert "uid" not in cand_ids  # the file has no uid column
         np.testing.assert_array_equal(cand_y, expected_cand.label)
         np.testing.assert_array_equal(cand_x[0], expected_cand[schema.STATIC_COLUMNS].to_numpy())
     first_seed_order = out[1][1][0][:, 0].tolist()

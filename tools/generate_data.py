@@ -400,14 +400,18 @@ def _by_row_id(positions, row_id):
     return positions[np.argsort(row_id[positions], kind="stable")]
 
 
-def _take(columns, positions):
-    return {name: columns[name][positions] for name in schema.ALL_COLUMNS}
+def _take(d, positions):
+    """The columns of the rows at `positions`, with their uid: every row is its own user,
+    uid = row id + 1 as in the raw files (derived, so adding it changed no drawn row)."""
+    columns = {name: d.columns[name][positions] for name in schema.ALL_COLUMNS}
+    columns[schema.UID] = d.row_id[positions] + 1
+    return columns
 
 
 def generate(spec, seed):
     """Draw a data set; returns {FRAME_KEYS item: DataFrame}."""
     d = draw(spec, seed)
-    return {key: frame_of(_take(d.columns, rows), d.row_id[rows]) for key, rows in split_rows(d).items()}
+    return {key: frame_of(_take(d, rows), d.row_id[rows]) for key, rows in split_rows(d).items()}
 
 
 def write_paddlerec_layout(frames, out_dir):
@@ -509,7 +513,7 @@ def main(argv=None):
         paths = layout_paths(out, args.layout or DEFAULT_LAYOUT[args.preset])
         split = split_rows(d)
         for key, rows in split.items():
-            write_frame(paths[key], _take(d.columns, rows), d.row_id[rows],
+            write_frame(paths[key], _take(d, rows), d.row_id[rows],
                         progress_printer("writing " + os.path.relpath(paths[key], out)))
             print(summary(paths[key], d.columns[schema.LABEL][rows], d.columns[schema.AID][rows]))
         for key, oracle in oracles(d, split).items():

@@ -236,6 +236,7 @@ class Encoded:
     """The data with every id encoded; rows are train.csv's, then test1_truth.csv's."""
     label: np.ndarray  # per row
     aid: np.ndarray  # per row: the aid's code, 0..number of aids - 1
+    uid: np.ndarray  # per row: the raw uid, kept so that an audience names real users
     user_of_row: np.ndarray  # per row: index into the per-user columns
     user_columns: dict  # static, sequence and length columns: per user
     ad_columns: dict  # ad columns: per aid code
@@ -244,7 +245,7 @@ class Encoded:
     def columns(self, rows):
         """Every schema column of the given rows."""
         users, aids = self.user_of_row[rows], self.aid[rows]
-        columns = {schema.LABEL: self.label[rows], schema.AID: aids}
+        columns = {schema.LABEL: self.label[rows], schema.AID: aids, schema.UID: self.uid[rows]}
         columns.update({name: values[users] for name, values in self.user_columns.items()})
         columns.update({name: values[aids] for name, values in self.ad_columns.items()})
         return columns
@@ -268,7 +269,7 @@ def encode(rows, ads, users):
     for name in schema.AD_COLUMNS:
         ad_columns[name], n = _dense_codes(ad_of_aid[name].to_numpy())
         ad_max.append(n - 1)
-    return Encoded(label=rows["label"].to_numpy(), aid=aid,
+    return Encoded(label=rows["label"].to_numpy(), aid=aid, uid=rows["uid"].to_numpy(),
                    user_of_row=np.searchsorted(users.uid, rows["uid"].to_numpy()),
                    user_columns=user_columns, ad_columns=ad_columns,
                    max_idxs=[static_max, sequence_max, ad_max])
