@@ -1,6 +1,6 @@
 """The testbed measurements: generate seeds, meta-train, fine-tune fixed and auto, print a table.
 
-    python tools/testbed.py --root /work/testbed --seeds 1 2 3
+    python tools/testbed.py --root datasets/testbed --seeds 1 2 3
 
 For each generator seed S: ``tools/generate_data.py --preset testbed --seed S`` into
 ``ROOT/seedS`` (unless there), each meta-training variant of ``VARIANTS`` with the
