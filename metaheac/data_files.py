@@ -180,8 +180,7 @@ class RowReader:
     def __len__(self):
         return len(self.aid)
 
-    def user_ids(self):
-        return self.row_id if self.uid is None else self.uid
+    user_ids = Columns.user_ids  # the same uid and row_id arrays
 
     def _whole(self, name):
         return self._read(name, slice(None))
