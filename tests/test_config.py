@@ -1,5 +1,8 @@
+import os
+
 import pytest
 
+from conftest import ROOT
 from metaheac import settings
 from utils.config import ConfigError, apply_overrides, load_yaml
 
@@ -66,3 +69,13 @@ def test_yaml_values_of_the_wrong_type_are_named(tmp_path):
     path.write_text("hyper_parameters:\n  batch_size: lots\n")
     with pytest.raises(ConfigError, match="c.yaml: hyper_parameters.batch_size must be an integer of at least 1, got 'lots'"):
         load_yaml(str(path))
+
+
+def test_every_key_is_documented_in_the_readme():
+    # A key's full name, or the last part of a hyper-parameter, in the key tables.
+    with open(os.path.join(ROOT, "readme.md")) as f:
+        text = f.read()
+    tables = text[text.index("## Configuration keys"):text.index("## Fine-tuning fitted")]
+    missing = [key for key in settings.KEYS
+               if "`%s`" % key not in tables and "`%s`" % key.split(".")[-1] not in tables]
+    assert not missing, missing
