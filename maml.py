@@ -71,15 +71,17 @@ def plan_tasks(support_x, query_x, table_sizes):
     return inputs[0], inputs[1], task_rows
 
 
-def gather_local(net, weights, rows):
+def gather_local(net, weights, rows, names=None):
     """`weights` with ``LOCAL_TABLE`` (the given rows of every table, stacked) in place
-    of the embedding tables; `rows` holds one integer tensor per table.
+    of the embedding tables; `rows` holds one integer tensor per table, or per name
+    of `names` (table names, which may repeat) when given.
 
     The local table is a leaf: ``backward`` adds its gradient into the gradients of
     the full tables it was gathered from (Paddle's gather would instead build a
     zero gradient of the full size for every table and task).
     """
-    names = net.table_names()
+    tables = net.table_names()
+    names = tables if names is None else names
     # Row counts come from the shapes, which the host knows without a device sync.
     bounds = np.cumsum([0] + [r.shape[0] for r in rows])
     with paddle.no_grad():
@@ -87,7 +89,7 @@ def gather_local(net, weights, rows):
     table.stop_gradient = False
     full_tables = [weights[name] for name in names]
     table.register_hook(lambda grad: _add_rows(full_tables, rows, bounds, grad))
-    local = {name: value for name, value in weights.items() if name not in names}
+    local = {name: value for name, value in weights.items() if name not in tables}
     local[LOCAL_TABLE] = table
     return local
 
@@ -193,7 +195,7 @@ def adapt(net, weights, inputs, labels, local_lr, order=1, steps=1):
 
 
 def meta_step(net, support_x, support_y, query_x, query_y, local_lr, order=1, inner_steps=1,
-              task_rows=None):
+              task_rows=None, batched=True):
     """The meta-loss of one batch of tasks.
 
     Inputs carry a leading task axis (T x B x ...). For each task: adapt on its
@@ -204,11 +206,17 @@ def meta_step(net, support_x, support_y, query_x, query_y, local_lr, order=1, in
     `task_rows` and ids remapped to them come from ``plan_tasks``, which the train
     reader runs on the host, so that nothing here copies a tensor back to the host.
     Without `task_rows` the ids are the tables' own and are planned here.
+
+    Order 0 with `batched` runs all tasks' queries as one batch (the tasks share the
+    weights; the loss is the same mean). Orders 1 and 2 loop over the tasks: batching
+    their per-task weights was slower on the CPU (readme.md, "Speed").
     """
     if task_rows is None:
         support_x, query_x, task_rows = plan_tasks(support_x, query_x, net.table_sizes())
         support_x, query_x = [[paddle.to_tensor(x) for x in xs] for xs in (support_x, query_x)]
         task_rows = [[paddle.to_tensor(r) for r in rows] for rows in task_rows]
+    if order == 0 and batched:
+        return _unadapted_tasks_as_one_batch(net, query_x, query_y, task_rows)
     losses, predictions = [], []
     for task in range(support_y.shape[0]):
         # Each task its own local table: the inner step then updates only its rows.
@@ -219,6 +227,23 @@ def meta_step(net, support_x, support_y, query_x, query_y, local_lr, order=1, in
         losses.append(bce(prediction, query_y[task]))
         predictions.append(prediction)
     return paddle.stack(losses).mean(), paddle.stack(predictions)
+
+
+def _unadapted_tasks_as_one_batch(net, query_x, query_y, task_rows):
+    """Order 0's meta-loss in one forward pass over the T x B query rows.
+
+    One local table holds the tasks' rows task after task, and each task's ids shift
+    to its part of it. The tasks have equal batches, so the mean over all rows is the
+    mean of the tasks' mean losses."""
+    tasks, batch = query_y.shape
+    weights = gather_local(net, net.weights(), [r for rows in task_rows for r in rows],
+                           net.table_names() * tasks)
+    sizes = [sum(r.shape[0] for r in rows) for rows in task_rows]
+    starts = np.cumsum([0] + sizes[:-1]).reshape(tasks, 1, 1)
+    query = [x if column == 2 else x + paddle.to_tensor(starts, dtype=x.dtype)
+             for column, x in enumerate(query_x)]
+    prediction = net(*[x.reshape([tasks * batch] + x.shape[2:]) for x in query], weights=weights)
+    return bce(prediction, query_y.reshape([-1])), prediction.reshape([tasks, batch])
 
 
 def bce(prediction, labels):

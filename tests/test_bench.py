@@ -55,6 +55,12 @@ def test_tiny_bench_returns_consistent_figures(rng, tmp_path):
         assert_step_times(row["full_table"])
         assert math.isclose(row["speedup"], row["full_table"]["total"] / row["ours"]["total"])
         assert math.isclose(row["gflops"], row["gflop"] / row["ours"]["total"])
+        floor = row["gflop"] / report["matmul_gflops"] + row["ours"]["optimizer"]
+        assert math.isclose(row["ceiling"], row["full_table"]["total"] / floor)
+    assert [row["batch"] for row in meta["task_batching"]] == [8, 16]
+    for row in meta["task_batching"]:
+        assert all(positive(row[k]) for k in ("order0_loop", "order0_batched",
+                                                "product_batched_ms", "product_loop_ms")), row
     assert meta["rows"][1]["gflop"] == 2 * meta["rows"][0]["gflop"]  # linear in the batch
     epoch = meta["full_preset_epoch"]
     assert (epoch["batch"], epoch["steps"]) == (16, math.ceil(4_400_000 / 16))

@@ -195,6 +195,25 @@ def test_order_zero_is_the_unadapted_query_loss_and_its_gradient(rng):
                                    rtol=1e-5, atol=1e-8, err_msg=name)
 
 
+def test_order_zero_tasks_in_one_batch_equal_the_task_loop(rng):
+    batched, looped = make_net(), make_net()
+    sx, sy, qx, qy = task_batch(rng, tasks=3)
+    results = []
+    for model, as_one_batch in ((batched, True), (looped, False)):
+        loss, predictions = maml.meta_step(model, tensors(sx), paddle.to_tensor(sy), tensors(qx),
+                                           paddle.to_tensor(qy), LOCAL_LR, order=0,
+                                           batched=as_one_batch)
+        loss.backward()
+        results.append((float(loss), predictions.numpy()))
+    assert results[0][1].shape == (3, 16)
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6)
+    loop_params = dict(looped.named_parameters())
+    for name, p in batched.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), loop_params[name].grad.numpy(),
+                                   rtol=1e-5, atol=1e-8, err_msg=name)
+
+
 @pytest.fixture
 def float64():
     # Central differences need double precision: in float32 their round-off

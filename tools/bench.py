@@ -94,6 +94,19 @@ class MetaStepRow:
     gflops: float  # ours
     speedup: Optional[float]  # full-table seconds / ours
     planning: float  # median seconds of the reader's id work (maml.plan_tasks) per meta-batch
+    # The speed-up over the full-table formulation if ours took only its matrix products at
+    # the measured matmul rate plus its optimizer step: what the exact maths allows.
+    ceiling: Optional[float]
+
+
+@dataclass
+class TaskBatching:
+    """The tasks of a meta-step in a Python loop against batched, at one batch size."""
+    batch: int
+    order0_loop: float  # median s/step, meta_order 0 with the task loop
+    order0_batched: float  # the tasks' queries as one batch (what meta_step runs)
+    product_batched_ms: float  # the experts' first-layer product with a leading task axis
+    product_loop_ms: float  # the same products one task at a time (what orders 1 and 2 run)
 
 
 @dataclass
@@ -115,6 +128,7 @@ class MetaSteps:
     rss_ours_mib: float  # after ours at every batch size, before the reference
     rss_mib: float
     full_preset_epoch: EpochEstimate
+    task_batching: List[TaskBatching]
 
 
 @dataclass
@@ -462,7 +476,7 @@ def measure_meta_steps(config, batches, steps, warmup, matmul_gflops=None, refer
     local_lr = setting(config, "hyper_parameters.local_lr")
     ours_net = make_net(config)
     ours_opt = make_optimizer(ours_net, config)
-    data, ours, planning = {}, {}, {}
+    data, ours, planning, batching = {}, {}, {}, []
     for size in batches:  # ours at every size first, so that its peak RSS is its own
         rng = np.random.default_rng(size)
         data[size] = [task_batch(rng, config, size) for _ in range(warmup + steps)]
@@ -472,6 +486,8 @@ def measure_meta_steps(config, batches, steps, warmup, matmul_gflops=None, refer
             lambda sx, sy, qx, qy, rows: maml.meta_step(ours_net, sx, sy, qx, qy, local_lr,
                                                         task_rows=rows)[0],
             [b for b, _ in planned], ours_opt, warmup)
+        batching.append(measure_task_batching(config, ours_net, ours_opt,
+                                              [b for b, _ in planned], warmup))
     rss_ours = _maxrss_mib()
     full = dict.fromkeys(batches)
     if reference:
@@ -486,12 +502,46 @@ def measure_meta_steps(config, batches, steps, warmup, matmul_gflops=None, refer
     rows = []
     for size in batches:
         flops = meta_step_flops(batch=size, **network_sizes(config))
+        floor = None if matmul_gflops is None else flops / matmul_gflops / 1e9 + ours[size].optimizer
         rows.append(MetaStepRow(
             size, ours[size], full[size], flops / 1e9, flops / ours[size].total / 1e9,
-            None if full[size] is None else full[size].total / ours[size].total, planning[size]))
+            None if full[size] is None else full[size].total / ours[size].total, planning[size],
+            None if full[size] is None or floor is None else full[size].total / floor))
     return MetaSteps(steps, warmup, rows, rss_ours, _maxrss_mib(),
                      epoch_estimate(rows, FULL_PRESET_TRAIN_ROWS,
-                                    "the full preset (~4.4 M train rows)"))
+                                    "the full preset (~4.4 M train rows)"), batching)
+
+
+def measure_task_batching(config, net, optimizer, planned, warmup):
+    """Order 0's meta-step with the task loop and as one batch, and the experts' first
+    layer as one product with a leading task axis against one product per task (the
+    per-task fast weights of orders 1 and 2 would need the former)."""
+    import paddle
+    import maml
+    local_lr = setting(config, "hyper_parameters.local_lr")
+    times = {}
+    for batched in (False, True):
+        times[batched] = time_steps(
+            lambda sx, sy, qx, qy, rows: maml.meta_step(net, sx, sy, qx, qy, local_lr, order=0,
+                                                        task_rows=rows, batched=batched)[0],
+            planned, optimizer, warmup).total
+    sizes = network_sizes(config)
+    tasks, batch = planned[0][1].shape
+    fan_in, width = 14 * sizes["embed_dim"], sizes["num_expert"] * sizes["mlp_dims"][0]
+    users, weights = paddle.randn([tasks, batch, fan_in]), paddle.randn([tasks, fan_in, width])
+    product = {
+        True: lambda: float(paddle.matmul(users, weights)[0, 0, 0]),
+        False: lambda: float([paddle.matmul(users[t], weights[t]) for t in range(tasks)][-1][0, 0])}
+    product_ms = {}
+    for batched, run_product in product.items():
+        run_product()
+        seconds = []
+        for _ in range(5):
+            start = time.perf_counter()
+            run_product()
+            seconds.append(time.perf_counter() - start)
+        product_ms[batched] = 1000 * statistics.median(seconds)
+    return TaskBatching(batch, times[False], times[True], product_ms[True], product_ms[False])
 
 
 def epoch_estimate(rows, data_rows, what, reader_seconds=0.0):
@@ -760,18 +810,24 @@ def render(report):
         "## Meta-step (forward with inner steps + backward + outer Adam over every parameter), "
         "median of %d after %d warm-up" % (m.steps, m.warmup),
         "",
-        "| batch | full-table s/step | ours s/step | speed-up | ours forward / backward "
-        "/ optimizer s | GFLOP/step | ours GFLOP/s | % of matmul rate | reader's id "
-        "planning s |",
-        "|---|---|---|---|---|---|---|---|---|"]
+        "| batch | full-table s/step | ours s/step | speed-up | speed-up ceiling | ours "
+        "forward / backward / optimizer s | GFLOP/step | ours GFLOP/s | % of matmul rate | "
+        "reader's id planning s |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
     for row in m.rows:
         o, f = row.ours, row.full_table
-        lines.append("| %d | %s | %.4f | %s | %.4f / %.4f / %.4f | %.2f | %.1f | %.0f %% | "
+        lines.append("| %d | %s | %.4f | %s | %s | %.4f / %.4f / %.4f | %.2f | %.1f | %.0f %% | "
                      "%.4f |" % (
                          row.batch, _maybe("%.4f", f and f.total), o.total,
-                         _maybe("%.1fx", row.speedup), o.forward, o.backward, o.optimizer,
-                         row.gflop, row.gflops, 100 * row.gflops / r.matmul_gflops,
-                         row.planning))
+                         _maybe("%.1fx", row.speedup), _maybe("%.1fx", row.ceiling), o.forward,
+                         o.backward, o.optimizer, row.gflop, row.gflops,
+                         100 * row.gflops / r.matmul_gflops, row.planning))
+    lines += ["", "Speed-up ceiling: the full-table seconds over ours if our step took only its "
+                  "matrix products at the matmul rate above, plus its optimizer step (Adam over "
+                  "all %s parameters reads and writes 7 float32 values each: %.0f MB a step). "
+                  "The exact maths allows no more." % ("{:,}".format(r.parameters),
+                                                      28 * r.parameters / 1e6)]
+    lines += _task_batching_lines(m.task_batching, hp["task_count"])
     for row in m.rows:
         if row.full_table:
             f = row.full_table
@@ -799,6 +855,22 @@ def render(report):
     lines += ["", "load average at end: %s; peak RSS of this process: %.0f MiB"
               % (r.load_end, r.rss_mib)]
     return "\n".join(lines)
+
+
+def _task_batching_lines(rows, tasks):
+    lines = ["", "## Tasks batched: one batch against the task loop", "",
+             "| batch | order 0 task loop s/step | order 0 one batch s/step | speed-up | "
+             "experts' first layer, %d tasks: one batched product ms | one product per task ms |"
+             % tasks, "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append("| %d | %.4f | %.4f | %.2fx | %.2f | %.2f |" % (
+            row.batch, row.order0_loop, row.order0_batched, row.order0_loop / row.order0_batched,
+            row.product_batched_ms, row.product_loop_ms))
+    lines.append("meta_step batches order 0, whose tasks share the weights. Orders 1 and 2 give "
+                 "each task its own fast weights: batched, every product carries a task axis "
+                 "(the last two columns), and their whole step was slower so (readme.md, "
+                 "\"Speed\").")
+    return lines
 
 
 def _real_data_lines(d):
