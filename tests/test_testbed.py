@@ -72,7 +72,7 @@ def test_testbed_driver_prints_the_table(tmp_path, monkeypatch, capsys):
     lines = text.splitlines()
     assert lines[2].startswith("| order0 | fixed | ") and lines[3].startswith("| order0 | auto | ")
     assert lines[4].startswith("| oracle (true probabilities) | | ")
-    assert lines[-1].startswith("- order0, auto: hot ")
+    assert lines[-1].startswith("- order0, auto - fixed: hot ")
     report = json.load(open(tmp_path / "seed1" / "infer_order0_auto" / "0" / "metrics.json"))
     hot = report["test_sets"][0]["summary"]
     assert lines[3].split(" | ")[2] == "%.4f ± nan" % hot["pooled_auc"]  # one seed: no sd
