@@ -11,6 +11,7 @@ time the ranks first meet in ``wait_for_all``, which has no such limit.
 """
 import itertools
 import os
+import signal
 import time
 from dataclasses import dataclass
 
@@ -121,6 +122,9 @@ def start(config):
     if size == 1:
         return Ranks()
     if not settings.get(config, "runner.use_fleet"):
+        # Every rank stops here, and the launcher ends the others when the first one exits:
+        # let its SIGTERM end this rank quietly, not with Paddle's C++ termination report.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise ConfigError("launched as %d processes, but runner.use_fleet is False: set "
                           "runner.use_fleet: True (or -o runner.use_fleet=True) to run data "
                           "parallel, or start a single process" % size)
