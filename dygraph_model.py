@@ -65,7 +65,7 @@ class DygraphModel:
         options = meta_options.read(config)
         loss, predictions = maml.meta_step(
             _unwrap(dy_model), support_x, support_y, query_x, query_y, local_lr,
-            options.order, options.inner_steps, task_rows)
+            options.order, options.inner_steps, task_rows, inner_params=options.inner_params)
         # The metric keeps the tensors; it reads them on the host only when asked.
         metric_list[0].update(predictions.detach(), query_y)
         return loss, metric_list, {"loss": loss}

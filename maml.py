@@ -147,23 +147,32 @@ def leaf_copies(weights):
     return copies
 
 
-def first_order_step(net, weights, inputs, labels, local_lr):
+def _stepped(weights, adapted):
+    """The names of `weights` an inner step moves: `adapted` (None: all), in dict order."""
+    return [name for name in weights if adapted is None or name in adapted]
+
+
+def first_order_step(net, weights, inputs, labels, local_lr, adapted=None):
     """One SGD step on a support batch; returns the fast weights.
 
     First order, as upstream PaddleRec: the support gradient is taken as a
     constant, so the outer gradient flows into `weights` only through
-    ``fast = weights - local_lr * grad``.
+    ``fast = weights - local_lr * grad``. Only the weights named in `adapted`
+    (None: all) move; the others are the shared ones.
     """
+    stepped = _stepped(weights, adapted)
     frozen = {}
     for name, value in weights.items():
         frozen[name] = value.detach()
-        frozen[name].stop_gradient = False
+        frozen[name].stop_gradient = name not in stepped
     loss = bce(net(*inputs, weights=frozen), labels)
-    grads = paddle.grad(loss, list(frozen.values()))
-    return {name: weights[name] - local_lr * grad for name, grad in zip(frozen, grads)}
+    grads = paddle.grad(loss, [frozen[name] for name in stepped])
+    fast = dict(weights)
+    fast.update({name: weights[name] - local_lr * grad for name, grad in zip(stepped, grads)})
+    return fast
 
 
-def second_order_step(net, weights, inputs, labels, local_lr):
+def second_order_step(net, weights, inputs, labels, local_lr, adapted=None):
     """One SGD step whose support gradient stays differentiable (full MAML).
 
     Paddle has no gradient of the gradient for its embedding, softmax, mean and
@@ -171,18 +180,22 @@ def second_order_step(net, weights, inputs, labels, local_lr):
     the gradients of softmax and mean from primitive ops (Paddle's "prim" mode) and
     writes the BCE out; each of these has a second derivative.
     """
+    stepped = _stepped(weights, adapted)
     with _primitive_gradients():
         prediction = net(*inputs, weights=weights, lookup=_gather_rows)
         loss = -(labels * _log(prediction) + (1 - labels) * _log(1 - prediction)).mean()
-        grads = paddle.grad(loss, list(weights.values()), create_graph=True)
-    return {name: value - local_lr * grad for (name, value), grad in zip(weights.items(), grads)}
+        grads = paddle.grad(loss, [weights[name] for name in stepped], create_graph=True)
+    fast = dict(weights)
+    fast.update({name: weights[name] - local_lr * grad for name, grad in zip(stepped, grads)})
+    return fast
 
 
 INNER_STEP = {1: first_order_step, 2: second_order_step}
 
 
-def adapt(net, weights, inputs, labels, local_lr, order=1, steps=1):
-    """A task's fast weights: `steps` inner SGD steps on one support batch.
+def adapt(net, weights, inputs, labels, local_lr, order=1, steps=1, adapted=None):
+    """A task's fast weights: `steps` inner SGD steps on one support batch, moving the
+    weights named in `adapted` (None: all).
 
     Order 0, the baseline, does not adapt: the weights come back as they are,
     so the meta-loss is the plain loss of the shared model on the query batches.
@@ -190,12 +203,17 @@ def adapt(net, weights, inputs, labels, local_lr, order=1, steps=1):
     if order == 0:
         return weights
     for _ in range(steps):
-        weights = INNER_STEP[order](net, weights, inputs, labels, local_lr)
+        weights = INNER_STEP[order](net, weights, inputs, labels, local_lr, adapted)
     return weights
 
 
+# hyper_parameters.inner_params: which weights the inner steps move (None: all).
+INNER_PARAMS = {"all": lambda net: None,
+                "gates_critics": lambda net: set(net.gate_and_critic_names())}
+
+
 def meta_step(net, support_x, support_y, query_x, query_y, local_lr, order=1, inner_steps=1,
-              task_rows=None, batched=True):
+              task_rows=None, batched=True, inner_params="all"):
     """The meta-loss of one batch of tasks.
 
     Inputs carry a leading task axis (T x B x ...). For each task: adapt on its
@@ -207,6 +225,9 @@ def meta_step(net, support_x, support_y, query_x, query_y, local_lr, order=1, in
     reader runs on the host, so that nothing here copies a tensor back to the host.
     Without `task_rows` the ids are the tables' own and are planned here.
 
+    `inner_params` (``INNER_PARAMS``) chooses the weights the inner steps move:
+    "all", or "gates_critics", where the tables and the experts stay shared.
+
     Order 0 with `batched` runs all tasks' queries as one batch (the tasks share the
     weights; the loss is the same mean). Orders 1 and 2 loop over the tasks: batching
     their per-task weights was slower on the CPU (readme.md, "Speed").
@@ -217,12 +238,13 @@ def meta_step(net, support_x, support_y, query_x, query_y, local_lr, order=1, in
         task_rows = [[paddle.to_tensor(r) for r in rows] for rows in task_rows]
     if order == 0 and batched:
         return _unadapted_tasks_as_one_batch(net, query_x, query_y, task_rows)
+    adapted = INNER_PARAMS[inner_params](net)
     losses, predictions = [], []
     for task in range(support_y.shape[0]):
         # Each task its own local table: the inner step then updates only its rows.
         weights = gather_local(net, net.weights(), task_rows[task])
         support, query = [[x[task] for x in xs] for xs in (support_x, query_x)]
-        fast = adapt(net, weights, support, support_y[task], local_lr, order, inner_steps)
+        fast = adapt(net, weights, support, support_y[task], local_lr, order, inner_steps, adapted)
         prediction = net(*query, weights=fast)
         losses.append(bce(prediction, query_y[task]))
         predictions.append(prediction)

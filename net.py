@@ -22,6 +22,8 @@ import paddle.nn.functional as F
 from metaheac import schema
 
 LOCAL_TABLE = "local_table"
+# The gates and the critics: what hyper_parameters.inner_params "gates_critics" adapts.
+GATE_AND_CRITIC_PREFIXES = ("expert_gate_", "critic_gate_", "critic_w", "critic_b")
 
 # The id columns side by side: static (7), sequence (50), ad (6). FIELD_COLUMNS
 # holds each embedding table's columns of it, in table order (static, sequence, ad).
@@ -127,6 +129,10 @@ class MetaHeacNet(nn.Layer):
 
     def weights(self):
         return dict(self.named_parameters())
+
+    def gate_and_critic_names(self):
+        """Names of the gates' and the critics' weights (not the tables, not the experts)."""
+        return [name for name in self.weights() if name.startswith(GATE_AND_CRITIC_PREFIXES)]
 
     def forward(self, static_ids, sequence_ids, sequence_lengths, ad_ids, weights=None,
                 lookup=None):

@@ -151,6 +151,8 @@ KEYS = {
     # meta-learning switches, read in meta_options.py (sample methods: its TASK_WEIGHTS)
     "hyper_parameters.meta_order": Key(1, one_of(0, 1, 2)),
     "hyper_parameters.inner_steps": Key(1, POSITIVE),
+    # the weights the inner steps move (maml.INNER_PARAMS; a test keeps the two equal)
+    "hyper_parameters.inner_params": Key("all", one_of("all", "gates_critics")),
     "hyper_parameters.sample_method": Key("normal", one_of("normal", "sqrt", "unit")),
     "hyper_parameters.sample_replace": Key(True, FLAG),
     # the optimizer is Adam; class and strategy are there for PaddleRec configs

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, event, given, settings as hypothesis_setting
 
 from conftest import ROOT, SMALL_MAX_IDXS, frame, write_frame
 from dygraph_model import DygraphModel
+import maml
 from metaheac import meta_options, schema, settings
 from metaheac.data_files import DataError
 from utils.config import ConfigError, load_config, load_yaml
@@ -49,6 +50,11 @@ def test_every_key_declares_its_values_and_its_default_passes():
     settings.validate({})
     for name in ("config.yaml", "config_big.yaml"):
         settings.validate(load_yaml(os.path.join(ROOT, name)))
+
+
+def test_the_inner_params_choices_are_those_maml_can_adapt():
+    rule = settings.KEYS["hyper_parameters.inner_params"].rule
+    assert rule.description == "one of %s" % ", ".join(map(repr, maml.INNER_PARAMS))
 
 
 def test_the_sample_methods_are_those_meta_options_can_weigh():

@@ -148,29 +148,41 @@ def test_campaign_finetune_matches_full_model_finetune(rng):
 # --- hyper_parameters.meta_order and inner_steps -----------------------------------
 
 
-def full_table_fast_weights(model, inputs, labels, lr, steps):
-    """`steps` plain SGD steps on every parameter (full tables), each support gradient
-    taken as a constant: the first-order fast weights, written without maml."""
+def full_table_fast_weights(model, inputs, labels, lr, steps, moves=lambda name: True):
+    """`steps` plain SGD steps on every parameter (full tables) for which `moves(name)`,
+    each support gradient taken as a constant: the first-order fast weights, written
+    without maml."""
     fast = dict(model.named_parameters())
     for _ in range(steps):
         at = {n: w.detach() for n, w in fast.items()}
         for w in at.values():
             w.stop_gradient = False
         loss = F.binary_cross_entropy(model(*tensors(inputs), weights=at), paddle.to_tensor(labels))
-        fast = {n: fast[n] - lr * g for n, g in zip(at, paddle.grad(loss, list(at.values())))}
+        grads = dict(zip(at, paddle.grad(loss, list(at.values()))))
+        fast = {n: fast[n] - lr * grads[n] if moves(n) else fast[n] for n in fast}
     return fast
 
 
-def test_more_inner_steps_match_full_table_steps(rng):
+# The gates' and critics' parameters, spelled out rather than taken from net.py.
+GATES_AND_CRITICS = {"expert_gate_hidden.weight", "expert_gate_hidden.bias",
+                     "expert_gate_out.weight", "expert_gate_out.bias",
+                     "critic_gate_hidden.weight", "critic_gate_hidden.bias",
+                     "critic_gate_out.weight", "critic_gate_out.bias", "critic_w", "critic_b"}
+
+
+@pytest.mark.parametrize("inner_params, moves", [
+    ("all", lambda name: True), ("gates_critics", GATES_AND_CRITICS.__contains__)])
+def test_more_inner_steps_match_full_table_steps(rng, inner_params, moves):
     ours, reference = make_net(), make_net()
     sx, sy, qx, qy = task_batch(rng, tasks=2)
-    fast = [full_table_fast_weights(reference, [x[t] for x in sx], sy[t], LOCAL_LR, steps=3)
+    fast = [full_table_fast_weights(reference, [x[t] for x in sx], sy[t], LOCAL_LR, 3, moves)
             for t in range(2)]
     losses = [F.binary_cross_entropy(reference(*tensors([x[t] for x in qx]), weights=fast[t]),
                                      paddle.to_tensor(qy[t])) for t in range(2)]
     paddle.stack(losses).mean().backward()
     loss, _ = maml.meta_step(ours, tensors(sx), paddle.to_tensor(sy), tensors(qx),
-                             paddle.to_tensor(qy), LOCAL_LR, order=1, inner_steps=3)
+                             paddle.to_tensor(qy), LOCAL_LR, order=1, inner_steps=3,
+                             inner_params=inner_params)
     loss.backward()
     np.testing.assert_allclose(float(loss), float(paddle.stack(losses).mean()), rtol=1e-6)
     ref_params = dict(reference.named_parameters())
@@ -224,8 +236,13 @@ def float64():
     paddle.set_default_dtype(previous)
 
 
-@pytest.mark.parametrize("inner_steps", [1, 2])
-def test_order_two_gradient_is_the_derivative_of_the_adapted_query_loss(rng, float64, inner_steps):
+def test_the_gates_and_critics_are_named_as_the_network_names_them():
+    assert set(make_net().gate_and_critic_names()) == GATES_AND_CRITICS
+
+
+@pytest.mark.parametrize("inner_steps, inner_params", [(1, "all"), (2, "all"), (2, "gates_critics")])
+def test_order_two_gradient_is_the_derivative_of_the_adapted_query_loss(rng, float64, inner_steps,
+                                                                        inner_params):
     """The order-2 meta-gradient against central differences of the meta-loss (the
     query loss after the inner steps) along random directions; order 1 misses."""
     lr = 0.5  # large, so that the second-order term is far above the tolerance
@@ -239,7 +256,8 @@ def test_order_two_gradient_is_the_derivative_of_the_adapted_query_loss(rng, flo
     def meta_loss(order, at=start):
         for n, p in params.items():
             p.set_value(at[n])
-        return maml.meta_step(model, *batch, lr, order=order, inner_steps=inner_steps)[0]
+        return maml.meta_step(model, *batch, lr, order=order, inner_steps=inner_steps,
+                              inner_params=inner_params)[0]
 
     def gradient(order):
         model.clear_gradients()

@@ -20,7 +20,7 @@ SIZES = {1: 10, 2: 20, 3: 40, 4: 80}
 
 def test_defaults_are_upstream_paddlerec():
     assert meta_options.read({}) == meta_options.MetaOptions(
-        order=1, inner_steps=1, sample_method="normal", sample_replace=True)
+        order=1, inner_steps=1, inner_params="all", sample_method="normal", sample_replace=True)
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -28,6 +28,8 @@ def test_defaults_are_upstream_paddlerec():
     ("meta_order", True, "hyper_parameters.meta_order must be one of"),
     ("inner_steps", 0, "hyper_parameters.inner_steps must be an integer of at least 1, got 0"),
     ("inner_steps", 1.5, "hyper_parameters.inner_steps must be an integer"),
+    ("inner_params", "experts", "hyper_parameters.inner_params must be one of "
+                                "'all', 'gates_critics', got 'experts'"),
     ("sample_method", "log", "hyper_parameters.sample_method must be one of "
                              "'normal', 'sqrt', 'unit', got 'log'"),
     ("sample_replace", "no", "hyper_parameters.sample_replace must be true or false"),
@@ -42,9 +44,10 @@ def test_a_bad_value_is_an_error_naming_the_key(key, value, message):
 
 def test_overrides_are_typed_and_checked():
     config = apply_overrides({}, ["hyper_parameters.meta_order=2", "hyper_parameters.inner_steps=3",
+                                  "hyper_parameters.inner_params=gates_critics",
                                   "hyper_parameters.sample_method=sqrt",
                                   "hyper_parameters.sample_replace=false"])
-    assert meta_options.read(config) == meta_options.MetaOptions(2, 3, "sqrt", False)
+    assert meta_options.read(config) == meta_options.MetaOptions(2, 3, "gates_critics", "sqrt", False)
     with pytest.raises(settings.ConfigError, match="hyper_parameters.meta_order"):
         apply_overrides({}, ["hyper_parameters.meta_order=second"])
 

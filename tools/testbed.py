@@ -29,6 +29,11 @@ VARIANTS = {
     "order1": ["hyper_parameters.meta_order=1"],
     "order1_lr0.05_3steps": ["hyper_parameters.meta_order=1", "hyper_parameters.local_lr=0.05",
                              "hyper_parameters.inner_steps=3"],
+    # The same inner loop moving only the gates and the critics.
+    "order1_gates_critics_lr0.05_3steps": ["hyper_parameters.meta_order=1",
+                                           "hyper_parameters.local_lr=0.05",
+                                           "hyper_parameters.inner_steps=3",
+                                           "hyper_parameters.inner_params=gates_critics"],
 }
 MODES = {"fixed": ["runner.infer_finetune=fixed"], "auto": ["runner.infer_finetune=auto"],
          "auto_refit": ["runner.infer_finetune=auto", "runner.infer_auto_refit=true"],
