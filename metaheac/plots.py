@@ -84,6 +84,32 @@ def auc_before_after(campaigns):
     return figure
 
 
+def testbed_seeds(pooled_aucs, oracles, seeds):
+    """Pooled AUC per generator seed of each (variant, mode), hot and cold side by side,
+    with the oracle's. `pooled_aucs`: {(variant, mode, test set): [AUC of each seed]};
+    `oracles`: {test set: [oracle pooled AUC of each seed]}."""
+    test_sets = list(oracles)
+    figure = Figure(figsize=(5 * len(test_sets), 4.5))
+    for axes, test_set in zip(np.atleast_1d(figure.subplots(1, len(test_sets), sharey=True)),
+                              test_sets):
+        for (variant, mode, name), values in pooled_aucs.items():
+            if name == test_set:
+                axes.plot(seeds, values, marker="o", label="%s, %s" % (variant, mode))
+        axes.plot(seeds, oracles[test_set], color="black", linestyle="--", marker="_",
+                  label="oracle (true probabilities)")
+        axes.set_xticks(seeds)
+        axes.set_xlabel("generator seed")
+        axes.set_title("%s campaigns" % test_set)
+        axes.axhline(CHANCE, color="grey", linestyle=":", label="chance")
+        axes.grid(alpha=0.3)
+    figure.axes[0].set_ylabel("pooled AUC after fine-tuning")
+    figure.suptitle("Testbed: each seed's data, model and fine-tuning")
+    # One legend under both panels, clear of the lines.
+    figure.legend(*figure.axes[0].get_legend_handles_labels(), loc="lower center",
+                  ncol=2, fontsize="small", bbox_to_anchor=(0.5, -0.12))
+    return figure
+
+
 def _figure():
     figure = Figure(figsize=(7, 5.5))
     return figure, figure.subplots()

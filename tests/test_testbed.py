@@ -73,6 +73,8 @@ def test_testbed_driver_prints_the_table(tmp_path, monkeypatch, capsys):
     assert lines[2].startswith("| order0 | fixed | ") and lines[3].startswith("| order0 | auto | ")
     assert lines[4].startswith("| oracle (true probabilities) | | ")
     assert lines[-1].startswith("- order0, auto - fixed: hot ")
+    figure = (tmp_path / "testbed.png").read_bytes()
+    assert figure.startswith(b"\x89PNG") and len(figure) > 10_000
     report = json.load(open(tmp_path / "seed1" / "infer_order0_auto" / "0" / "metrics.json"))
     hot = report["test_sets"][0]["summary"]
     assert lines[3].split(" | ")[2] == "%.4f ± nan" % hot["pooled_auc"]  # one seed: no sd

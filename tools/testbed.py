@@ -8,7 +8,8 @@ config's hyper-parameters (``ROOT/seedS/model_<variant>``, unless trained), then
 ``infer.py`` on the hot and cold test campaigns with each fine-tuning mode of ``MODES``
 (``ROOT/seedS/infer_<variant>_<mode>``, unless there). Prints a Markdown table of pooled
 AUC and GAUC, mean ± sd over the seeds, the oracle of each test set, and the per-seed
-difference auto - fixed. Steps already done are skipped, so an interrupted run resumes.
+difference auto - fixed; ``ROOT/testbed.png`` plots each seed's pooled AUC. Steps
+already done are skipped, so an interrupted run resumes.
 """
 import argparse
 import json
@@ -20,7 +21,7 @@ import numpy as np
 
 import utils  # noqa: F401  (puts the repo root, and so the metaheac package, on the path)
 
-from metaheac import schema  # noqa: E402
+from metaheac import atomic_files, plots, schema  # noqa: E402
 
 ROOT = utils.ROOT
 # Meta-training variants: -o overrides on top of the config.
@@ -133,6 +134,12 @@ def main(argv=None):
     found, oracles = measure(args)
     text = table(found, oracles, args.seeds)
     print(text)
+    figure = os.path.join(args.root, "testbed.png")
+    atomic_files.save_figure(plots.testbed_seeds(
+        {key: [s["pooled_auc"] for s in summaries] for key, summaries in found.items()},
+        {name: [o["pooled_auc"] for o in values] for name, values in oracles.items()},
+        args.seeds), figure)
+    print("figure: " + figure)
     return text
 
 
