@@ -152,6 +152,13 @@ def _stepped(weights, adapted):
     return [name for name in weights if adapted is None or name in adapted]
 
 
+def _sgd(weights, stepped, grads, local_lr):
+    """`weights` with each name of `stepped` moved by ``-local_lr`` times its gradient."""
+    fast = dict(weights)
+    fast.update({name: weights[name] - local_lr * grad for name, grad in zip(stepped, grads)})
+    return fast
+
+
 def first_order_step(net, weights, inputs, labels, local_lr, adapted=None):
     """One SGD step on a support batch; returns the fast weights.
 
@@ -166,10 +173,7 @@ def first_order_step(net, weights, inputs, labels, local_lr, adapted=None):
         frozen[name] = value.detach()
         frozen[name].stop_gradient = name not in stepped
     loss = bce(net(*inputs, weights=frozen), labels)
-    grads = paddle.grad(loss, [frozen[name] for name in stepped])
-    fast = dict(weights)
-    fast.update({name: weights[name] - local_lr * grad for name, grad in zip(stepped, grads)})
-    return fast
+    return _sgd(weights, stepped, paddle.grad(loss, [frozen[name] for name in stepped]), local_lr)
 
 
 def second_order_step(net, weights, inputs, labels, local_lr, adapted=None):
@@ -185,9 +189,7 @@ def second_order_step(net, weights, inputs, labels, local_lr, adapted=None):
         prediction = net(*inputs, weights=weights, lookup=_gather_rows)
         loss = -(labels * _log(prediction) + (1 - labels) * _log(1 - prediction)).mean()
         grads = paddle.grad(loss, [weights[name] for name in stepped], create_graph=True)
-    fast = dict(weights)
-    fast.update({name: weights[name] - local_lr * grad for name, grad in zip(stepped, grads)})
-    return fast
+    return _sgd(weights, stepped, grads, local_lr)
 
 
 INNER_STEP = {1: first_order_step, 2: second_order_step}

@@ -100,8 +100,7 @@ def testbed_seeds(pooled_aucs, oracles, seeds):
         axes.set_xticks(seeds)
         axes.set_xlabel("generator seed")
         axes.set_title("%s campaigns" % test_set)
-        axes.axhline(CHANCE, color="grey", linestyle=":", label="chance")
-        axes.grid(alpha=0.3)
+        _chance_and_grid(axes)
     figure.axes[0].set_ylabel("pooled AUC after fine-tuning")
     figure.suptitle("Testbed: each seed's data, model and fine-tuning")
     # One legend under both panels, clear of the lines.
@@ -124,7 +123,11 @@ def _left_out(campaigns):
     return "\n(%d campaign(s) of one class or failed not shown)" % unscored if unscored else ""
 
 
-def _finish(axes):
+def _chance_and_grid(axes):
     axes.axhline(CHANCE, color="grey", linestyle=":", label="chance")
     axes.grid(alpha=0.3)
+
+
+def _finish(axes):
+    _chance_and_grid(axes)
     axes.legend(loc="lower right", fontsize="small")
