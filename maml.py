@@ -22,7 +22,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle.framework import core
 
-from net import FIELD_COLUMNS, LOCAL_TABLE, packed_ids, split_ids
+from net import FIELD_COLUMNS, LOCAL_TABLE, packed_ids, split_ids, with_first_layer_laid_out
 
 
 def local_index(batches, table_sizes):
@@ -152,10 +152,14 @@ def _stepped(weights, adapted):
     return [name for name in weights if adapted is None or name in adapted]
 
 
-def _sgd(weights, stepped, grads, local_lr):
-    """`weights` with each name of `stepped` moved by ``-local_lr`` times its gradient."""
+def _sgd(weights, stepped, loss, differentiated, local_lr, create_graph=False):
+    """`weights` with each name of `stepped` moved by ``-local_lr`` times the gradient of
+    `loss` with respect to `differentiated[name]`. The gradient is taken of
+    ``-local_lr * loss``: one scale of a scalar instead of one of every gradient."""
+    steps = paddle.grad(loss * -local_lr, [differentiated[name] for name in stepped],
+                        create_graph=create_graph)
     fast = dict(weights)
-    fast.update({name: weights[name] - local_lr * grad for name, grad in zip(stepped, grads)})
+    fast.update({name: weights[name] + step for name, step in zip(stepped, steps)})
     return fast
 
 
@@ -172,8 +176,7 @@ def first_order_step(net, weights, inputs, labels, local_lr, adapted=None):
     for name, value in weights.items():
         frozen[name] = value.detach()
         frozen[name].stop_gradient = name not in stepped
-    loss = bce(net(*inputs, weights=frozen), labels)
-    return _sgd(weights, stepped, paddle.grad(loss, [frozen[name] for name in stepped]), local_lr)
+    return _sgd(weights, stepped, bce(net(*inputs, weights=frozen), labels), frozen, local_lr)
 
 
 def second_order_step(net, weights, inputs, labels, local_lr, adapted=None):
@@ -188,8 +191,7 @@ def second_order_step(net, weights, inputs, labels, local_lr, adapted=None):
     with _primitive_gradients():
         prediction = net(*inputs, weights=weights, lookup=_gather_rows)
         loss = -(labels * _log(prediction) + (1 - labels) * _log(1 - prediction)).mean()
-        grads = paddle.grad(loss, [weights[name] for name in stepped], create_graph=True)
-    return _sgd(weights, stepped, grads, local_lr)
+        return _sgd(weights, stepped, loss, weights, local_lr, create_graph=True)
 
 
 INNER_STEP = {1: first_order_step, 2: second_order_step}
@@ -241,10 +243,11 @@ def meta_step(net, support_x, support_y, query_x, query_y, local_lr, order=1, in
     if order == 0 and batched:
         return _unadapted_tasks_as_one_batch(net, query_x, query_y, task_rows)
     adapted = INNER_PARAMS[inner_params](net)
+    shared = with_first_layer_laid_out(net.weights())
     losses, predictions = [], []
     for task in range(support_y.shape[0]):
         # Each task its own local table: the inner step then updates only its rows.
-        weights = gather_local(net, net.weights(), task_rows[task])
+        weights = gather_local(net, shared, task_rows[task])
         support, query = [[x[task] for x in xs] for xs in (support_x, query_x)]
         fast = adapt(net, weights, support, support_y[task], local_lr, order, inner_steps, adapted)
         prediction = net(*query, weights=fast)

@@ -22,6 +22,9 @@ import paddle.nn.functional as F
 from metaheac import schema
 
 LOCAL_TABLE = "local_table"
+# The experts' first layer laid out for one product, in_dim x (experts * width): a
+# weights dict may hold it in place of "expert_w0" (see ``with_first_layer_laid_out``).
+FIRST_LAYER = "expert_w0_by_input"
 # The gates and the critics: what hyper_parameters.inner_params "gates_critics" adapts.
 GATE_AND_CRITIC_PREFIXES = ("expert_gate_", "critic_gate_", "critic_w", "critic_b")
 
@@ -63,12 +66,44 @@ def table_sizes(max_idxs):
 def pooling_matrix(lengths, dtype):
     """B x 7 x 50: row i averages the first lengths[:, i] columns of sequence field i
     (padding after the length is ignored; an empty sequence pools to zeros)."""
-    lengths = lengths.astype(dtype)
-    per_column = paddle.gather(lengths, paddle.to_tensor(SEQUENCE_FIELD_OF), axis=1)  # B x 50
-    kept = (paddle.to_tensor(SEQUENCE_POSITION).astype(dtype) < per_column).astype(dtype)
-    weight = kept / paddle.clip(per_column, min=1.0)
-    owner = paddle.to_tensor(np.eye(N_SEQUENCE)[:, SEQUENCE_FIELD_OF]).astype(dtype)  # 7 x 50
+    field_of, position, owner = _pooling_constants(dtype)
+    per_column = paddle.gather(lengths.astype(dtype), field_of, axis=1)  # B x 50
+    weight = (position < per_column).astype(dtype) / paddle.clip(per_column, min=1.0)
     return weight.unsqueeze(1) * owner
+
+
+_POOLING_CONSTANTS = {}
+
+
+def _pooling_constants(dtype):
+    """The sequence columns' fields and positions, and the 7 x 50 field-ownership
+    matrix, as tensors: made once per device and dtype, not copied to the device on
+    every forward pass (a program being traced for export makes its own)."""
+    key = (paddle.get_device(), str(dtype))
+    if not paddle.in_dynamic_mode() or key not in _POOLING_CONSTANTS:
+        constants = (paddle.to_tensor(SEQUENCE_FIELD_OF),
+                     paddle.to_tensor(SEQUENCE_POSITION).astype(dtype),
+                     paddle.to_tensor(np.eye(N_SEQUENCE)[:, SEQUENCE_FIELD_OF]).astype(dtype))
+        if not paddle.in_dynamic_mode():
+            return constants
+        _POOLING_CONSTANTS[key] = constants
+    return _POOLING_CONSTANTS[key]
+
+
+def first_layer_by_input(expert_w0):
+    """The experts' first layer, K x in x H, as one in x KH matrix (a copy: the
+    transposed order is not a view)."""
+    k, fan_in, width = expert_w0.shape
+    return expert_w0.transpose([1, 0, 2]).reshape([fan_in, k * width])
+
+
+def with_first_layer_laid_out(weights):
+    """`weights` with ``FIRST_LAYER`` in place of "expert_w0": the same network, whose
+    forward passes then skip laying the layer out. The meta-step lays it out once for
+    all its tasks and passes; an SGD step on it is the same step on "expert_w0"."""
+    laid_out = {name: value for name, value in weights.items() if name != "expert_w0"}
+    laid_out[FIRST_LAYER] = first_layer_by_input(weights["expert_w0"])
+    return laid_out
 
 
 def _xavier(fan_in, fan_out):
@@ -167,10 +202,10 @@ class MetaHeacNet(nn.Layer):
         expert_gate = self._gate(gate_input, w, "expert_gate")          # B x K
         # The first layer of all experts as one B x 14E by 14E x KH product; then
         # expert-major, K x B x H, for the batched products of the deeper layers.
-        first_w, first_b = w["expert_w0"], w["expert_b0"]
-        k, width = first_w.shape[0], first_w.shape[2]
-        hidden = F.relu(paddle.matmul(user, first_w.transpose([1, 0, 2]).reshape([-1, k * width]))
-                        + first_b.reshape([-1]))
+        first_w = w[FIRST_LAYER] if FIRST_LAYER in w else first_layer_by_input(w["expert_w0"])
+        first_b = w["expert_b0"]
+        k, width = first_b.shape[0], first_b.shape[2]
+        hidden = F.relu(paddle.matmul(user, first_w) + first_b.reshape([-1]))
         hidden = hidden.reshape([batch, k, width]).transpose([1, 0, 2])
         for depth in range(1, self.expert_depth):
             hidden = F.relu(paddle.matmul(hidden, w["expert_w%d" % depth])
