@@ -142,6 +142,10 @@ class MetaHeacNet(nn.Layer):
             setattr(self, "expert_b%d" % depth, self.create_parameter(
                 [num_expert, 1, width], is_bias=True))
             fan_in = width
+        # The first layer's gradient comes back through a transposed view (see
+        # first_layer_by_input), strided; data-parallel runs all-reduce gradients as
+        # flat memory, so it is made contiguous before it reaches the parameter.
+        self.expert_w0.register_hook(lambda grad: grad.contiguous())
         # Column j holds critic j, a Linear(hidden, 1).
         self.critic_w = self.create_parameter([hidden, num_output], attr=_xavier(hidden, 1))
         self.critic_b = self.create_parameter([num_output], is_bias=True)

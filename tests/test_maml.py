@@ -53,6 +53,20 @@ def test_meta_step_matches_full_table_reference(rng):
                                    err_msg=name)
 
 
+@pytest.mark.parametrize("order", [0, 1, 2])
+@pytest.mark.parametrize("tasks", [1, 3])
+def test_every_gradient_is_contiguous_memory(rng, order, tasks):
+    # Data-parallel runs all-reduce the gradients as flat memory (fused buckets): a
+    # strided gradient, as a transposed view's backward gives, would be read out of order.
+    model = make_net()
+    sx, sy, qx, qy = task_batch(rng, tasks=tasks)
+    loss, _ = maml.meta_step(model, tensors(sx), paddle.to_tensor(sy), tensors(qx),
+                             paddle.to_tensor(qy), LOCAL_LR, order=order)
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is None or p.grad.is_contiguous(), name
+
+
 def test_inner_step_adapts_and_differs_from_no_adaptation(rng):
     model = make_net()
     sx, sy, qx, qy = task_batch(rng, tasks=2)
