@@ -387,7 +387,8 @@ def meta_step_flops(embed_dim, mlp_dims, num_expert, num_output, task_count, bat
     """FLOPs of the matrix products of one meta-step, 2 per multiply-add.
 
     Per row, forward: the experts (14E -> mlp_dims, each of K experts), the two
-    gates (7E -> H -> K and 7E -> H -> C) and the critics (H -> C). A backward
+    gates (7E -> H -> K and 7E -> H -> C), the gate's mixture of the K experts'
+    outputs (K -> H) and the critics (H -> C). A backward
     pass costs twice its forward (the input and the weight gradient of each
     product). A task runs support forward + backward, query forward + backward:
     6 forwards' worth. Embedding lookups, pooling and elementwise ops are not
@@ -402,6 +403,7 @@ def meta_step_flops(embed_dim, mlp_dims, num_expert, num_output, task_count, bat
     gate_in = gate_fields * embed_dim
     per_row += gate_in * hidden + hidden * num_expert      # expert gate
     per_row += gate_in * hidden + hidden * num_output      # critic gate
+    per_row += num_expert * hidden                         # the experts mixed by the gate
     per_row += hidden * num_output                         # critics
     return 2 * per_row * 6 * task_count * batch
 
