@@ -73,8 +73,8 @@ def plan_tasks(support_x, query_x, table_sizes):
 
 def gather_local(net, weights, rows, names=None):
     """`weights` with ``LOCAL_TABLE`` (the given rows of every table, stacked) in place
-    of the embedding tables; `rows` holds one integer tensor per table, or per name
-    of `names` (table names, which may repeat) when given.
+    of the embedding tables; `rows` holds one integer tensor of distinct rows per
+    table, or per name of `names` (table names, which may repeat) when given.
 
     The local table is a leaf: ``backward`` adds its gradient into the gradients of
     the full tables it was gathered from (Paddle's gather would instead build a
@@ -134,7 +134,9 @@ def _add_rows(full_tables, rows, bounds, grad):
         if hi > lo:
             if table.grad is None:
                 table.grad = paddle.zeros_like(table)
-            table.grad.index_add_(table_rows, 0, grad[lo:hi])
+            # The rows are distinct (np.unique), so gather, add and an overwriting
+            # scatter add them as index_add_ does, faster on the CPU.
+            table.grad.scatter_(table_rows, table.grad.gather(table_rows) + grad[lo:hi])
 
 
 def leaf_copies(weights):

@@ -69,10 +69,11 @@ def test_tiny_bench_returns_consistent_figures(rng, tmp_path):
 
     assert report["profile_batch"] == 16
     matmul_grad = next(o for o in report["profile"] if o["operator"] == "Global_MatmulGradNode")
-    # 5 tasks x (support + query pass) x (one product per expert layer + 7 others: the
-    # pooling, two per gate, the gate's mixture of the experts, the critics)
+    # 5 tasks x (support + query pass) x (one product per expert layer + 8 others: the
+    # pooling, the mean over the fields, two per gate, the gate's mixture of the experts,
+    # the critics)
     depth = len(settings.DEFAULTS["hyper_parameters.mlp_dims"])
-    assert matmul_grad["calls_per_step"] == 5 * 2 * (depth + 7) and positive(matmul_grad["ms_per_step"])
+    assert matmul_grad["calls_per_step"] == 5 * 2 * (depth + 8) and positive(matmul_grad["ms_per_step"])
 
     assert_campaign(report["inference"]["campaign"], 64, 16)
 

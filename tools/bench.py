@@ -391,8 +391,8 @@ def meta_step_flops(embed_dim, mlp_dims, num_expert, num_output, task_count, bat
     outputs (K -> H) and the critics (H -> C). A backward
     pass costs twice its forward (the input and the weight gradient of each
     product). A task runs support forward + backward, query forward + backward:
-    6 forwards' worth. Embedding lookups, pooling and elementwise ops are not
-    counted.
+    6 forwards' worth. Embedding lookups, pooling, the mean over the fields
+    (0.2 % of the rest) and elementwise ops are not counted.
     """
     hidden = mlp_dims[-1]
     per_row = 0
