@@ -79,15 +79,18 @@ def _pooling_constants(dtype):
     """The sequence columns' fields and positions, and the 7 x 50 field-ownership
     matrix, as tensors: made once per device and dtype, not copied to the device on
     every forward pass (a program being traced for export makes its own)."""
+    if not paddle.in_dynamic_mode():
+        return _make_pooling_constants(dtype)
     key = (paddle.get_device(), str(dtype))
-    if not paddle.in_dynamic_mode() or key not in _POOLING_CONSTANTS:
-        constants = (paddle.to_tensor(SEQUENCE_FIELD_OF),
-                     paddle.to_tensor(SEQUENCE_POSITION).astype(dtype),
-                     paddle.to_tensor(np.eye(N_SEQUENCE)[:, SEQUENCE_FIELD_OF]).astype(dtype))
-        if not paddle.in_dynamic_mode():
-            return constants
-        _POOLING_CONSTANTS[key] = constants
+    if key not in _POOLING_CONSTANTS:
+        _POOLING_CONSTANTS[key] = _make_pooling_constants(dtype)
     return _POOLING_CONSTANTS[key]
+
+
+def _make_pooling_constants(dtype):
+    return (paddle.to_tensor(SEQUENCE_FIELD_OF),
+            paddle.to_tensor(SEQUENCE_POSITION).astype(dtype),
+            paddle.to_tensor(np.eye(N_SEQUENCE)[:, SEQUENCE_FIELD_OF]).astype(dtype))
 
 
 def first_layer_by_input(expert_w0):
