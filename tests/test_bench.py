@@ -57,6 +57,9 @@ def test_tiny_bench_returns_consistent_figures(rng, tmp_path):
         assert math.isclose(row["gflops"], row["gflop"] / row["ours"]["total"])
         floor = row["gflop"] / report["matmul_gflops"] + row["ours"]["optimizer"]
         assert math.isclose(row["ceiling"], row["full_table"]["total"] / floor)
+        assert positive(row["products"]) and positive(row["lookups"])
+        kernels = row["products"] + row["lookups"] + row["ours"]["optimizer"]
+        assert math.isclose(row["kernel_ceiling"], row["full_table"]["total"] / kernels)
     assert [row["batch"] for row in meta["task_batching"]] == [8, 16]
     for row in meta["task_batching"]:
         assert all(positive(row[k]) for k in ("order0_loop", "order0_batched",
@@ -107,3 +110,20 @@ def test_a_data_folder_without_train_data_is_a_one_line_error(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip() == ("error: --data %s: no train_data/ folder in it (the layout of "
                                   "tools/generate_data.py --preset full)" % tmp_path)
+
+
+def test_product_shapes_are_the_counted_products():
+    """The shapes the bench times alone are the products meta_step_flops counts (all but
+    the pooling and the mean over the fields, which it leaves out), one per profiled call."""
+    import numpy as np
+    import bench
+    for mlp_dims in ([64], [64, 32]):
+        sizes = dict(embed_dim=16, mlp_dims=mlp_dims, num_expert=8, num_output=5)
+        shapes = bench.product_shapes(batch=32, **sizes)
+        assert len(shapes) == len(mlp_dims) + 8
+        counted = [(left, right) for left, right, left_grad in shapes if left_grad]
+        assert len(counted) == len(shapes) - 2
+        # The FLOPs of one forward pass: batch dimensions times 2 m k n.
+        forward = sum(2 * np.prod(np.broadcast_shapes(tuple(l[:-2]), tuple(r[:-2])))
+                      * l[-2] * l[-1] * r[-1] for l, r in counted)
+        assert forward * 6 * 5 == bench.meta_step_flops(task_count=5, batch=32, **sizes)

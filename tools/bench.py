@@ -97,6 +97,13 @@ class MetaStepRow:
     # The speed-up over the full-table formulation if ours took only its matrix products at
     # the measured matmul rate plus its optimizer step: what the exact maths allows.
     ceiling: Optional[float]
+    # Seconds per meta-step of its matrix products and of its embedding lookups, each
+    # timed forward and backward on its own (``time_products``, ``time_lookups``), and the
+    # speed-up if ours took only those plus its optimizer step: the floor of Paddle's own
+    # kernels for what the exact maths must compute.
+    products: float
+    lookups: float
+    kernel_ceiling: Optional[float]
 
 
 @dataclass
@@ -505,13 +512,95 @@ def measure_meta_steps(config, batches, steps, warmup, matmul_gflops=None, refer
     for size in batches:
         flops = meta_step_flops(batch=size, **network_sizes(config))
         floor = None if matmul_gflops is None else flops / matmul_gflops / 1e9 + ours[size].optimizer
+        products, lookups = time_products(config, size), time_lookups(config, data[size][0])
+        kernels = products + lookups + ours[size].optimizer
         rows.append(MetaStepRow(
             size, ours[size], full[size], flops / 1e9, flops / ours[size].total / 1e9,
             None if full[size] is None else full[size].total / ours[size].total, planning[size],
-            None if full[size] is None or floor is None else full[size].total / floor))
+            None if full[size] is None or floor is None else full[size].total / floor,
+            products, lookups, None if full[size] is None else full[size].total / kernels))
     return MetaSteps(steps, warmup, rows, rss_ours, _maxrss_mib(),
                      epoch_estimate(rows, FULL_PRESET_TRAIN_ROWS,
                                     "the full preset (~4.4 M train rows)"), batching)
+
+
+def product_shapes(embed_dim, mlp_dims, num_expert, num_output, batch):
+    """The matrix products of one forward pass of the network, as (left shape, right
+    shape, whether the left one takes a gradient); the right one always does."""
+    from metaheac import schema
+    sequence_fields, sequence_width = len(schema.SEQUENCE_FIELDS), schema.SEQUENCE_TOTAL_WIDTH
+    user_fields = len(schema.STATIC_FIELDS) + sequence_fields
+    gate_fields = 1 + len(schema.AD_FIELDS)  # the mean user field and the ad fields
+    hidden = mlp_dims[-1]
+    shapes = [([batch, sequence_fields, sequence_width], [batch, sequence_width, embed_dim],
+               False),                                                    # pooling
+              ([1, user_fields], [batch, user_fields, embed_dim], False),  # mean over fields
+              ([batch, user_fields * embed_dim], [user_fields * embed_dim,
+                                                  num_expert * mlp_dims[0]], True)]
+    shapes += [([num_expert, batch, fan_in], [num_expert, fan_in, width], True)
+               for fan_in, width in zip(mlp_dims, mlp_dims[1:])]          # deeper expert layers
+    for width in (num_expert, num_output):                                 # the two gates
+        shapes += [([batch, gate_fields * embed_dim], [gate_fields * embed_dim, hidden], True),
+                   ([batch, hidden], [hidden, width], True)]
+    shapes += [([batch, 1, num_expert], [batch, num_expert, hidden], True),  # the mixture
+               ([batch, hidden], [hidden, num_output], True)]                # the critics
+    return shapes
+
+
+def time_products(config, batch, repeats=5):
+    """Seconds per meta-step of its matrix products alone: each shape of
+    ``product_shapes`` timed forward and backward on its own (the best of `repeats`), times
+    the two passes (support, query) of each task. No other operator runs."""
+    import paddle
+    sizes = network_sizes(config)
+    seconds = 0.0
+    shapes = product_shapes(sizes["embed_dim"], sizes["mlp_dims"], sizes["num_expert"],
+                            sizes["num_output"], batch)
+    for left_shape, right_shape, left_grad in shapes:
+        left, right = paddle.randn(left_shape), paddle.randn(right_shape)
+        left.stop_gradient, right.stop_gradient = not left_grad, False
+        wrt = [left, right] if left_grad else [right]
+        upstream = paddle.randn(paddle.matmul(left, right).shape)
+
+        def forward_backward():
+            grads = paddle.grad([paddle.matmul(left, right)], wrt, [upstream])
+            return float(grads[-1].flatten()[0])  # waits for the result on any device
+
+        seconds += _best_seconds(forward_backward, repeats)
+    return 2 * sizes["task_count"] * seconds
+
+
+def time_lookups(config, batch, repeats=5):
+    """Seconds per meta-step of its embedding lookups alone: the three lookups (static,
+    sequence, ad ids) of the first task's support batch into its local table, forward and
+    backward (the best of `repeats`), times the two passes of each task."""
+    import paddle
+    import paddle.nn.functional as F
+    (support_x, _, _, _, task_rows), _ = planned_batch(config, batch)
+    static, sequence, _, ad = support_x
+    table = paddle.randn([sum(r.shape[0] for r in task_rows[0]),
+                          setting(config, "hyper_parameters.embed_dim")])
+    table.stop_gradient = False
+    ids = [static[0], sequence[0], ad[0]]
+    upstream = [paddle.randn(i.shape + [table.shape[1]]) for i in ids]
+
+    def forward_backward():
+        grad, = paddle.grad([F.embedding(i, table) for i in ids], [table], upstream)
+        return float(grad[0, 0])
+
+    return 2 * setting(config, "hyper_parameters.task_count") * _best_seconds(
+        forward_backward, repeats)
+
+
+def _best_seconds(run_once, repeats):
+    """The fastest of `repeats` runs after a warm-up: a floor, as the matmul rate is."""
+    run_once()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run_once()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def measure_task_batching(config, net, optimizer, planned, warmup):
@@ -812,23 +901,29 @@ def render(report):
         "## Meta-step (forward with inner steps + backward + outer Adam over every parameter), "
         "median of %d after %d warm-up" % (m.steps, m.warmup),
         "",
-        "| batch | full-table s/step | ours s/step | speed-up | speed-up ceiling | ours "
-        "forward / backward / optimizer s | GFLOP/step | ours GFLOP/s | % of matmul rate | "
-        "reader's id planning s |",
-        "|---|---|---|---|---|---|---|---|---|---|"]
+        "| batch | full-table s/step | ours s/step | speed-up | speed-up ceiling | products / "
+        "lookups alone s/step | ceiling from them | ours forward / backward / optimizer s | "
+        "GFLOP/step | ours GFLOP/s | % of matmul rate | reader's id planning s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in m.rows:
         o, f = row.ours, row.full_table
-        lines.append("| %d | %s | %.4f | %s | %s | %.4f / %.4f / %.4f | %.2f | %.1f | %.0f %% | "
-                     "%.4f |" % (
+        lines.append("| %d | %s | %.4f | %s | %s | %.4f / %.4f | %s | %.4f / %.4f / %.4f | %.2f | "
+                     "%.1f | %.0f %% | %.4f |" % (
                          row.batch, _maybe("%.4f", f and f.total), o.total,
-                         _maybe("%.1fx", row.speedup), _maybe("%.1fx", row.ceiling), o.forward,
+                         _maybe("%.1fx", row.speedup), _maybe("%.1fx", row.ceiling),
+                         row.products, row.lookups, _maybe("%.1fx", row.kernel_ceiling),
+                         o.forward,
                          o.backward, o.optimizer, row.gflop, row.gflops,
                          100 * row.gflops / r.matmul_gflops, row.planning))
     lines += ["", "Speed-up ceiling: the full-table seconds over ours if our step took only its "
                   "matrix products at the matmul rate above, plus its optimizer step (Adam over "
                   "all %s parameters reads and writes 7 float32 values each: %.0f MB a step). "
-                  "The exact maths allows no more." % ("{:,}".format(r.parameters),
-                                                      28 * r.parameters / 1e6)]
+                  "The exact maths allows no more. Products / lookups alone: the step's matrix "
+                  "products, shape by shape, and its embedding lookups, each timed forward and "
+                  "backward on its own (best of 5) with nothing else run; the ceiling from them "
+                  "is the full-table seconds over their sum plus the optimizer step: the floor "
+                  "of Paddle's own kernels for what the exact maths computes." % (
+                      "{:,}".format(r.parameters), 28 * r.parameters / 1e6)]
     lines += _task_batching_lines(m.task_batching, hp["task_count"])
     for row in m.rows:
         if row.full_table:
