@@ -4,13 +4,14 @@ Configs are PaddleRec YAML files flattened to dotted keys (``runner.epochs``,
 ``hyper_parameters.optimizer.global_learning_rate``). Code reads a key through
 ``get`` so that a key left out of a YAML file falls back to the default here,
 including when the upstream PaddleRec trainer drives this module. ``validate``
-checks a whole config (every value against its key's rule, and the rules between
-keys) before any work; every entry point calls it.
+checks a whole config (every value against its key's rule, the rules between keys,
+and that a meta-step can fit in memory) before any work; every entry point calls it.
 
 A key is one line of ``KEYS``: ``"section.name": Key(default, rule)``.
 """
 import difflib
 import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -150,7 +151,8 @@ KEYS = {
     "hyper_parameters.local_lr": Key(0.0002, STEP_SIZE),
     # meta-learning switches, read in meta_options.py (sample methods: its TASK_WEIGHTS)
     "hyper_parameters.meta_order": Key(1, one_of(0, 1, 2)),
-    "hyper_parameters.inner_steps": Key(1, POSITIVE),
+    # bounded: each step is a pass over the support batch, and a typo must not hang a run
+    "hyper_parameters.inner_steps": Key(1, integer(1, 1000)),
     # the weights the inner steps move (maml.INNER_PARAMS; a test keeps the two equal)
     "hyper_parameters.inner_params": Key("all", one_of("all", "gates_critics")),
     "hyper_parameters.sample_method": Key("normal", one_of("normal", "sqrt", "unit")),
@@ -187,6 +189,54 @@ BETWEEN = (
             "infer_start_epoch must be below infer_end_epoch, as the checkpoints of epochs "
             "[infer_start_epoch, infer_end_epoch) are evaluated"),
 )
+
+
+def memory_floor_bytes(config):
+    """Bytes a meta-step needs at the least, from the network and batch keys: the
+    parameters with their gradients and Adam's two moments (16 bytes each), and one
+    meta-batch's embedded ids, user vectors and experts' first-layer outputs (float32,
+    forward only). A lower bound: a config above it cannot run on a machine with less."""
+    embed_dim, first_width, experts = _network_sizes(config)
+    user_width = (len(schema.STATIC_FIELDS) + len(schema.SEQUENCE_FIELDS)) * embed_dim
+    id_columns = len(schema.STATIC_FIELDS) + schema.SEQUENCE_TOTAL_WIDTH + len(schema.AD_FIELDS)
+    per_row = id_columns * embed_dim + user_width + experts * first_width
+    rows = 2 * get(config, "hyper_parameters.task_count") * get(config,
+                                                               "hyper_parameters.batch_size")
+    return 16 * parameter_floor(config) + 4 * rows * per_row
+
+
+def parameter_floor(config):
+    """The network's parameters, at the least: the embedding tables and the experts'
+    first layer (most of them; the rest is left out)."""
+    embed_dim, first_width, experts = _network_sizes(config)
+    user_width = (len(schema.STATIC_FIELDS) + len(schema.SEQUENCE_FIELDS)) * embed_dim
+    table_rows = sum(max_id + 1 for group in get(config, "hyper_parameters.max_idxs")
+                     for max_id in group)
+    return table_rows * embed_dim + experts * user_width * first_width
+
+
+def _network_sizes(config):
+    return (get(config, "hyper_parameters.embed_dim"), get(config, "hyper_parameters.mlp_dims")[0],
+            get(config, "hyper_parameters.num_expert"))
+
+
+def physical_memory_bytes():
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits_in_memory(config):
+    """Raise a ConfigError naming the size keys when a meta-step cannot fit in this
+    machine's memory, rather than let the run be killed for want of it."""
+    need, have = memory_floor_bytes(config), physical_memory_bytes()
+    if need > have:
+        named = ", ".join("%s = %r" % (key, get(config, key)) for key in MEMORY_KEYS)
+        raise ConfigError("%s: a meta-step needs at least %.1f GB (the parameters with their "
+                          "gradients and Adam's moments, and one meta-batch's activations), "
+                          "more than this machine's %.1f GB" % (named, need / 1e9, have / 1e9))
+
+
+MEMORY_KEYS = tuple("hyper_parameters." + k for k in (
+    "max_idxs", "embed_dim", "mlp_dims", "num_expert", "task_count", "batch_size"))
 
 
 def get(config, key):
@@ -236,4 +286,5 @@ def validate(config):
         if not rule.holds(*values):
             named = ", ".join("%s = %r" % pair for pair in zip(rule.keys, values))
             raise ConfigError("%s: %s" % (named, rule.requirement))
+    check_fits_in_memory(config)
     return config

@@ -123,6 +123,29 @@ def test_values_that_make_no_sense_together_are_errors(overrides, message):
                          "runner.infer_end_epoch=2"])
 
 
+@pytest.mark.parametrize("override", ["hyper_parameters.batch_size=%d" % 2 ** 36,
+                                      "hyper_parameters.task_count=%d" % 2 ** 36,
+                                      "hyper_parameters.embed_dim=%d" % 2 ** 30,
+                                      "hyper_parameters.num_expert=%d" % 2 ** 40])
+def test_a_config_that_cannot_fit_in_memory_is_an_error_naming_the_sizes(override):
+    key, value = override.split("=")
+    with pytest.raises(ConfigError) as error:
+        load_config(SAMPLE, [override])
+    message = str(error.value)
+    assert "%s = %s" % (key, value) in message and "more than this machine's" in message
+    assert all(size_key + " = " in message for size_key in settings.MEMORY_KEYS), message
+
+
+def test_the_memory_floor_is_below_what_the_network_holds():
+    """parameter_floor counts the tables and the experts' first layer: at most the built
+    network's parameters, and nearly all of them; the default config fits here."""
+    for overrides in ([], ["hyper_parameters.mlp_dims=[32, 16]", "hyper_parameters.embed_dim=8"]):
+        config = load_config(SAMPLE, overrides)
+        held = sum(int(p.size) for p in DygraphModel().create_model(config).parameters())
+        assert 0.95 * held <= settings.parameter_floor(config) <= held
+        assert settings.memory_floor_bytes(config) < settings.physical_memory_bytes()
+
+
 def test_unknown_keys_and_empty_values_are_errors():
     with pytest.raises(ConfigError, match="config: unknown config key 'runner.epoch'"):
         settings.validate({"runner.epoch": 2})
