@@ -26,7 +26,10 @@ def test_defaults_are_upstream_paddlerec():
 @pytest.mark.parametrize("key, value, message", [
     ("meta_order", 3, "hyper_parameters.meta_order must be one of 0, 1, 2, got 3"),
     ("meta_order", True, "hyper_parameters.meta_order must be one of"),
-    ("inner_steps", 0, "hyper_parameters.inner_steps must be an integer of at least 1, got 0"),
+    ("inner_steps", 0, "hyper_parameters.inner_steps must be an integer of at least 1 and at "
+                       "most 1000, got 0"),
+    ("inner_steps", 1001, "hyper_parameters.inner_steps must be an integer of at least 1 and at "
+                          "most 1000, got 1001"),
     ("inner_steps", 1.5, "hyper_parameters.inner_steps must be an integer"),
     ("inner_params", "experts", "hyper_parameters.inner_params must be one of "
                                 "'all', 'gates_critics', got 'experts'"),
