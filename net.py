@@ -38,7 +38,7 @@ FIELD_COLUMNS = (
     [slice(i, i + 1) for i in range(N_STATIC)]
     + [slice(_SEQUENCE_START + s.start, _SEQUENCE_START + s.stop) for s in schema.SEQUENCE_SLICES]
     + [slice(_AD_START + i, _AD_START + i + 1) for i in range(len(schema.AD_FIELDS))])
-ID_COLUMNS = _AD_START + len(schema.AD_FIELDS)
+ID_COLUMNS = schema.ID_COLUMNS
 
 # Sequence pooling as a matrix: column c of the sequence block belongs to field
 # SEQUENCE_FIELD_OF[c], at position SEQUENCE_POSITION[c] within it.
@@ -130,7 +130,7 @@ class MetaHeacNet(nn.Layer):
             nn.LayerList([nn.Embedding(rows, embed_dim) for rows in table_sizes([group])])
             for group in max_idxs)
 
-        self.user_dim = (N_STATIC + N_SEQUENCE) * embed_dim
+        self.user_dim = schema.USER_FIELDS * embed_dim
         # Gates see the mean user embedding next to the ad field embeddings.
         self.gate_dim = (1 + len(max_idxs[2])) * embed_dim
         hidden = mlp_dims[-1]

@@ -72,6 +72,10 @@ for _width in SEQUENCE_WIDTHS:
     SEQUENCE_SLICES.append(slice(_start, _start + _width))
     _start += _width
 SEQUENCE_TOTAL_WIDTH = _start
+# A row's id columns side by side (static, sequence, ad), and its user fields once each
+# sequence is pooled to one embedding (static and sequence).
+ID_COLUMNS = len(STATIC_FIELDS) + SEQUENCE_TOTAL_WIDTH + len(AD_FIELDS)
+USER_FIELDS = len(STATIC_FIELDS) + len(SEQUENCE_FIELDS)
 
 # Every column a data file must have, in the upstream order.
 ALL_COLUMNS = [LABEL, AID] + STATIC_COLUMNS + SEQUENCE_COLUMNS + LENGTH_COLUMNS + AD_COLUMNS

@@ -196,10 +196,8 @@ def memory_floor_bytes(config):
     parameters with their gradients and Adam's two moments (16 bytes each), and one
     meta-batch's embedded ids, user vectors and experts' first-layer outputs (float32,
     forward only). A lower bound: a config above it cannot run on a machine with less."""
-    embed_dim, first_width, experts = _network_sizes(config)
-    user_width = (len(schema.STATIC_FIELDS) + len(schema.SEQUENCE_FIELDS)) * embed_dim
-    id_columns = len(schema.STATIC_FIELDS) + schema.SEQUENCE_TOTAL_WIDTH + len(schema.AD_FIELDS)
-    per_row = id_columns * embed_dim + user_width + experts * first_width
+    embed_dim, user_width, first_width, experts = _network_sizes(config)
+    per_row = schema.ID_COLUMNS * embed_dim + user_width + experts * first_width
     rows = 2 * get(config, "hyper_parameters.task_count") * get(config,
                                                                "hyper_parameters.batch_size")
     return 16 * parameter_floor(config) + 4 * rows * per_row
@@ -208,20 +206,26 @@ def memory_floor_bytes(config):
 def parameter_floor(config):
     """The network's parameters, at the least: the embedding tables and the experts'
     first layer (most of them; the rest is left out)."""
-    embed_dim, first_width, experts = _network_sizes(config)
-    user_width = (len(schema.STATIC_FIELDS) + len(schema.SEQUENCE_FIELDS)) * embed_dim
+    embed_dim, user_width, first_width, experts = _network_sizes(config)
     table_rows = sum(max_id + 1 for group in get(config, "hyper_parameters.max_idxs")
                      for max_id in group)
     return table_rows * embed_dim + experts * user_width * first_width
 
 
 def _network_sizes(config):
-    return (get(config, "hyper_parameters.embed_dim"), get(config, "hyper_parameters.mlp_dims")[0],
+    """Embedding width, user vector width, experts' first-layer width, expert count."""
+    embed_dim = get(config, "hyper_parameters.embed_dim")
+    return (embed_dim, schema.USER_FIELDS * embed_dim, get(config, "hyper_parameters.mlp_dims")[0],
             get(config, "hyper_parameters.num_expert"))
 
 
 def physical_memory_bytes():
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+# The keys memory_floor_bytes reads, named in its error.
+MEMORY_KEYS = tuple("hyper_parameters." + k for k in (
+    "max_idxs", "embed_dim", "mlp_dims", "num_expert", "task_count", "batch_size"))
 
 
 def check_fits_in_memory(config):
@@ -233,10 +237,6 @@ def check_fits_in_memory(config):
         raise ConfigError("%s: a meta-step needs at least %.1f GB (the parameters with their "
                           "gradients and Adam's moments, and one meta-batch's activations), "
                           "more than this machine's %.1f GB" % (named, need / 1e9, have / 1e9))
-
-
-MEMORY_KEYS = tuple("hyper_parameters." + k for k in (
-    "max_idxs", "embed_dim", "mlp_dims", "num_expert", "task_count", "batch_size"))
 
 
 def get(config, key):

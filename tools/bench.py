@@ -389,8 +389,7 @@ def random_labels(rng, shape, positive_rate=0.3):
     return (rng.random(shape) < positive_rate).astype("float32")
 
 
-def meta_step_flops(embed_dim, mlp_dims, num_expert, num_output, task_count, batch,
-                    user_fields=14, gate_fields=7):
+def meta_step_flops(embed_dim, mlp_dims, num_expert, num_output, task_count, batch):
     """FLOPs of the matrix products of one meta-step, 2 per multiply-add.
 
     Per row, forward: the experts (14E -> mlp_dims, each of K experts), the two
@@ -401,6 +400,7 @@ def meta_step_flops(embed_dim, mlp_dims, num_expert, num_output, task_count, bat
     6 forwards' worth. Embedding lookups, pooling, the mean over the fields
     (0.2 % of the rest) and elementwise ops are not counted.
     """
+    user_fields, gate_fields = _field_counts()
     hidden = mlp_dims[-1]
     per_row = 0
     fan_in = user_fields * embed_dim
@@ -485,18 +485,18 @@ def measure_meta_steps(config, batches, steps, warmup, matmul_gflops=None, refer
     local_lr = setting(config, "hyper_parameters.local_lr")
     ours_net = make_net(config)
     ours_opt = make_optimizer(ours_net, config)
-    data, ours, planning, batching = {}, {}, {}, []
+    data, planned, ours, planning, batching = {}, {}, {}, {}, []
     for size in batches:  # ours at every size first, so that its peak RSS is its own
         rng = np.random.default_rng(size)
         data[size] = [task_batch(rng, config, size) for _ in range(warmup + steps)]
-        planned = [planned_batch(config, b) for b in data[size]]
-        planning[size] = statistics.median(seconds for _, seconds in planned[warmup:])
+        timed_plans = [planned_batch(config, b) for b in data[size]]
+        planning[size] = statistics.median(seconds for _, seconds in timed_plans[warmup:])
+        planned[size] = [b for b, _ in timed_plans]
         ours[size] = time_steps(
             lambda sx, sy, qx, qy, rows: maml.meta_step(ours_net, sx, sy, qx, qy, local_lr,
                                                         task_rows=rows)[0],
-            [b for b, _ in planned], ours_opt, warmup)
-        batching.append(measure_task_batching(config, ours_net, ours_opt,
-                                              [b for b, _ in planned], warmup))
+            planned[size], ours_opt, warmup)
+        batching.append(measure_task_batching(config, ours_net, ours_opt, planned[size], warmup))
     rss_ours = _maxrss_mib()
     full = dict.fromkeys(batches)
     if reference:
@@ -512,7 +512,7 @@ def measure_meta_steps(config, batches, steps, warmup, matmul_gflops=None, refer
     for size in batches:
         flops = meta_step_flops(batch=size, **network_sizes(config))
         floor = None if matmul_gflops is None else flops / matmul_gflops / 1e9 + ours[size].optimizer
-        products, lookups = time_products(config, size), time_lookups(config, data[size][0])
+        products, lookups = time_products(config, size), time_lookups(config, planned[size][0])
         kernels = products + lookups + ours[size].optimizer
         rows.append(MetaStepRow(
             size, ours[size], full[size], flops / 1e9, flops / ours[size].total / 1e9,
@@ -524,13 +524,19 @@ def measure_meta_steps(config, batches, steps, warmup, matmul_gflops=None, refer
                                     "the full preset (~4.4 M train rows)"), batching)
 
 
+def _field_counts():
+    """The network's user fields (static and pooled sequence) and gate fields (their
+    mean and the ad fields)."""
+    from metaheac import schema
+    return schema.USER_FIELDS, 1 + len(schema.AD_FIELDS)
+
+
 def product_shapes(embed_dim, mlp_dims, num_expert, num_output, batch):
     """The matrix products of one forward pass of the network, as (left shape, right
     shape, whether the left one takes a gradient); the right one always does."""
     from metaheac import schema
     sequence_fields, sequence_width = len(schema.SEQUENCE_FIELDS), schema.SEQUENCE_TOTAL_WIDTH
-    user_fields = len(schema.STATIC_FIELDS) + sequence_fields
-    gate_fields = 1 + len(schema.AD_FIELDS)  # the mean user field and the ad fields
+    user_fields, gate_fields = _field_counts()
     hidden = mlp_dims[-1]
     shapes = [([batch, sequence_fields, sequence_width], [batch, sequence_width, embed_dim],
                False),                                                    # pooling
@@ -566,18 +572,18 @@ def time_products(config, batch, repeats=5):
             grads = paddle.grad([paddle.matmul(left, right)], wrt, [upstream])
             return float(grads[-1].flatten()[0])  # waits for the result on any device
 
-        seconds += _best_seconds(forward_backward, repeats)
+        seconds += min(_repeat_seconds(forward_backward, repeats))
     return 2 * sizes["task_count"] * seconds
 
 
-def time_lookups(config, batch, repeats=5):
+def time_lookups(config, planned, repeats=5):
     """Seconds per meta-step of its embedding lookups alone: the three lookups (static,
-    sequence, ad ids) of the first task's support batch into its local table, forward and
-    backward (the best of `repeats`), times the two passes of each task."""
+    sequence, ad ids) of the first task's support batch of `planned` (``planned_batch``)
+    into its local table, forward and backward (the best of `repeats`), times the two
+    passes of each task."""
     import paddle
     import paddle.nn.functional as F
-    (support_x, _, _, _, task_rows), _ = planned_batch(config, batch)
-    static, sequence, _, ad = support_x
+    (static, sequence, _, ad), _, _, _, task_rows = planned
     table = paddle.randn([sum(r.shape[0] for r in task_rows[0]),
                           setting(config, "hyper_parameters.embed_dim")])
     table.stop_gradient = False
@@ -588,19 +594,20 @@ def time_lookups(config, batch, repeats=5):
         grad, = paddle.grad([F.embedding(i, table) for i in ids], [table], upstream)
         return float(grad[0, 0])
 
-    return 2 * setting(config, "hyper_parameters.task_count") * _best_seconds(
-        forward_backward, repeats)
+    return 2 * setting(config, "hyper_parameters.task_count") * min(
+        _repeat_seconds(forward_backward, repeats))
 
 
-def _best_seconds(run_once, repeats):
-    """The fastest of `repeats` runs after a warm-up: a floor, as the matmul rate is."""
+def _repeat_seconds(run_once, repeats):
+    """The seconds of each of `repeats` runs of `run_once`, after one warm-up run. The
+    fastest is a floor, as the matmul rate is; the median a typical run."""
     run_once()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run_once()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return times
 
 
 def measure_task_batching(config, net, optimizer, planned, warmup):
@@ -618,20 +625,14 @@ def measure_task_batching(config, net, optimizer, planned, warmup):
             planned, optimizer, warmup).total
     sizes = network_sizes(config)
     tasks, batch = planned[0][1].shape
-    fan_in, width = 14 * sizes["embed_dim"], sizes["num_expert"] * sizes["mlp_dims"][0]
+    fan_in = _field_counts()[0] * sizes["embed_dim"]
+    width = sizes["num_expert"] * sizes["mlp_dims"][0]
     users, weights = paddle.randn([tasks, batch, fan_in]), paddle.randn([tasks, fan_in, width])
     product = {
         True: lambda: float(paddle.matmul(users, weights)[0, 0, 0]),
         False: lambda: float([paddle.matmul(users[t], weights[t]) for t in range(tasks)][-1][0, 0])}
-    product_ms = {}
-    for batched, run_product in product.items():
-        run_product()
-        seconds = []
-        for _ in range(5):
-            start = time.perf_counter()
-            run_product()
-            seconds.append(time.perf_counter() - start)
-        product_ms[batched] = 1000 * statistics.median(seconds)
+    product_ms = {batched: 1000 * statistics.median(_repeat_seconds(run_product, 5))
+                  for batched, run_product in product.items()}
     return TaskBatching(batch, times[False], times[True], product_ms[True], product_ms[False])
 
 
@@ -912,8 +913,7 @@ def render(report):
                          row.batch, _maybe("%.4f", f and f.total), o.total,
                          _maybe("%.1fx", row.speedup), _maybe("%.1fx", row.ceiling),
                          row.products, row.lookups, _maybe("%.1fx", row.kernel_ceiling),
-                         o.forward,
-                         o.backward, o.optimizer, row.gflop, row.gflops,
+                         o.forward, o.backward, o.optimizer, row.gflop, row.gflops,
                          100 * row.gflops / r.matmul_gflops, row.planning))
     lines += ["", "Speed-up ceiling: the full-table seconds over ours if our step took only its "
                   "matrix products at the matmul rate above, plus its optimizer step (Adam over "
