@@ -19,7 +19,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from metaheac import schema
+from metaheac import fused_lookup, schema
 
 LOCAL_TABLE = "local_table"
 # The experts' first layer laid out for one product, in_dim x (experts * width): a
@@ -178,29 +178,31 @@ class MetaHeacNet(nn.Layer):
 
     def forward(self, static_ids, sequence_ids, sequence_lengths, ad_ids, weights=None,
                 lookup=None):
+        w = self.weights() if weights is None else weights
+        inputs = (static_ids, sequence_ids, sequence_lengths, ad_ids)
+        if LOCAL_TABLE in w and lookup is None and fused_lookup.applies(w[LOCAL_TABLE], inputs):
+            return self.head(*fused_lookup.lookup(w[LOCAL_TABLE], *inputs), w)
         # lookup defaults here, not in the signature: paddle.jit.save's program translator
         # cannot resolve a module attribute as a default value.
         lookup = F.embedding if lookup is None else lookup
-        w = self.weights() if weights is None else weights
         if LOCAL_TABLE in w:
-            table = w[LOCAL_TABLE]
-            embedded = [lookup(ids, table) for ids in (static_ids, sequence_ids, ad_ids)]
+            static, sequence, ad = [lookup(ids, w[LOCAL_TABLE])
+                                    for ids in (static_ids, sequence_ids, ad_ids)]
         else:
             # Each group's tables side by side: B x 7 x E, B x 50 x E, B x 6 x E.
             ids = packed_ids(static_ids, sequence_ids, ad_ids)
             per_table = [lookup(ids[:, cols], w[name])
                          for name, cols in zip(self.table_names(), FIELD_COLUMNS)]
             n_static, n_user = N_STATIC, N_STATIC + N_SEQUENCE
-            embedded = [paddle.concat(tables, axis=1) for tables in (
+            static, sequence, ad = [paddle.concat(tables, axis=1) for tables in (
                 per_table[:n_static], per_table[n_static:n_user], per_table[n_user:])]
-        return self.head(*embedded, sequence_lengths, w)
-
-    def head(self, static, sequence, ad, sequence_lengths, w):
-        """Click probability from the embedded ids: static B x 7 x E, sequence
-        B x 50 x E, ad B x 6 x E."""
-        batch = static.shape[0]
         pooled = paddle.matmul(pooling_matrix(sequence_lengths, sequence.dtype), sequence)
-        user = paddle.concat([static, pooled], axis=1)                  # B x 14 x E
+        return self.head(paddle.concat([static, pooled], axis=1), ad, w)
+
+    def head(self, user, ad, w):
+        """Click probability from the embedded fields: the user's, B x 14 x E (static,
+        then each sequence field's mean), and the ad's, B x 6 x E."""
+        batch = user.shape[0]
         # The mean over the 14 fields as B products of 1 x 14 by 14 x E: mean's own
         # backward broadcasts, which is slower on the CPU.
         fields = user.shape[1]

@@ -57,7 +57,7 @@ def test_tiny_bench_returns_consistent_figures(rng, tmp_path):
         assert math.isclose(row["gflops"], row["gflop"] / row["ours"]["total"])
         floor = row["gflop"] / report["matmul_gflops"] + row["ours"]["optimizer"]
         assert math.isclose(row["ceiling"], row["full_table"]["total"] / floor)
-        assert positive(row["products"]) and positive(row["lookups"])
+        assert positive(row["products"]) and positive(row["lookups"]) and positive(row["unfused"])
         kernels = row["products"] + row["lookups"] + row["ours"]["optimizer"]
         assert math.isclose(row["kernel_ceiling"], row["full_table"]["total"] / kernels)
     assert [row["batch"] for row in meta["task_batching"]] == [8, 16]
@@ -72,11 +72,11 @@ def test_tiny_bench_returns_consistent_figures(rng, tmp_path):
 
     assert report["profile_batch"] == 16
     matmul_grad = next(o for o in report["profile"] if o["operator"] == "Global_MatmulGradNode")
-    # 5 tasks x (support + query pass) x (one product per expert layer + 8 others: the
-    # pooling, the mean over the fields, two per gate, the gate's mixture of the experts,
-    # the critics)
+    # 5 tasks x (support + query pass) x (one product per expert layer + 7 others: the mean
+    # over the fields, two per gate, the gate's mixture of the experts, the critics; the
+    # fused lookup kernel pools the sequence fields)
     depth = len(settings.DEFAULTS["hyper_parameters.mlp_dims"])
-    assert matmul_grad["calls_per_step"] == 5 * 2 * (depth + 8) and positive(matmul_grad["ms_per_step"])
+    assert matmul_grad["calls_per_step"] == 5 * 2 * (depth + 7) and positive(matmul_grad["ms_per_step"])
 
     assert_campaign(report["inference"]["campaign"], 64, 16)
 
@@ -121,6 +121,8 @@ def test_product_shapes_are_the_counted_products():
         sizes = dict(embed_dim=16, mlp_dims=mlp_dims, num_expert=8, num_output=5)
         shapes = bench.product_shapes(batch=32, **sizes)
         assert len(shapes) == len(mlp_dims) + 8
+        # The fused lookup kernel pools without a product.
+        assert bench.product_shapes(batch=32, pooling=False, **sizes) == shapes[1:]
         counted = [(left, right) for left, right, left_grad in shapes if left_grad]
         assert len(counted) == len(shapes) - 2
         # The FLOPs of one forward pass: batch dimensions times 2 m k n.

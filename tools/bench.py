@@ -51,6 +51,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -104,6 +105,9 @@ class MetaStepRow:
     products: float
     lookups: float
     kernel_ceiling: Optional[float]
+    # Median seconds per meta-step of ours with Paddle's lookups and pooling in place of the
+    # fused lookup kernel (None where that is not built).
+    unfused: Optional[float] = None
 
 
 @dataclass
@@ -481,21 +485,26 @@ def measure_meta_steps(config, batches, steps, warmup, matmul_gflops=None, refer
     import numpy as np
     import paddle
     import maml
+    from metaheac import fused_lookup
     from metaheac.reference import full_table_meta_loss
     local_lr = setting(config, "hyper_parameters.local_lr")
     ours_net = make_net(config)
     ours_opt = make_optimizer(ours_net, config)
-    data, planned, ours, planning, batching = {}, {}, {}, {}, []
+
+    def ours_step(sx, sy, qx, qy, rows):
+        return maml.meta_step(ours_net, sx, sy, qx, qy, local_lr, task_rows=rows)[0]
+
+    data, planned, ours, unfused, planning, batching = {}, {}, {}, {}, {}, []
     for size in batches:  # ours at every size first, so that its peak RSS is its own
         rng = np.random.default_rng(size)
         data[size] = [task_batch(rng, config, size) for _ in range(warmup + steps)]
         timed_plans = [planned_batch(config, b) for b in data[size]]
         planning[size] = statistics.median(seconds for _, seconds in timed_plans[warmup:])
         planned[size] = [b for b, _ in timed_plans]
-        ours[size] = time_steps(
-            lambda sx, sy, qx, qy, rows: maml.meta_step(ours_net, sx, sy, qx, qy, local_lr,
-                                                        task_rows=rows)[0],
-            planned[size], ours_opt, warmup)
+        ours[size] = time_steps(ours_step, planned[size], ours_opt, warmup)
+        if fused_lookup.kernel() is not None:
+            with fused_lookup.disabled():
+                unfused[size] = time_steps(ours_step, planned[size], ours_opt, warmup).total
         batching.append(measure_task_batching(config, ours_net, ours_opt, planned[size], warmup))
     rss_ours = _maxrss_mib()
     full = dict.fromkeys(batches)
@@ -518,7 +527,8 @@ def measure_meta_steps(config, batches, steps, warmup, matmul_gflops=None, refer
             size, ours[size], full[size], flops / 1e9, flops / ours[size].total / 1e9,
             None if full[size] is None else full[size].total / ours[size].total, planning[size],
             None if full[size] is None or floor is None else full[size].total / floor,
-            products, lookups, None if full[size] is None else full[size].total / kernels))
+            products, lookups, None if full[size] is None else full[size].total / kernels,
+            unfused.get(size)))
     return MetaSteps(steps, warmup, rows, rss_ours, _maxrss_mib(),
                      epoch_estimate(rows, FULL_PRESET_TRAIN_ROWS,
                                     "the full preset (~4.4 M train rows)"), batching)
@@ -531,18 +541,19 @@ def _field_counts():
     return schema.USER_FIELDS, 1 + len(schema.AD_FIELDS)
 
 
-def product_shapes(embed_dim, mlp_dims, num_expert, num_output, batch):
+def product_shapes(embed_dim, mlp_dims, num_expert, num_output, batch, pooling=True):
     """The matrix products of one forward pass of the network, as (left shape, right
-    shape, whether the left one takes a gradient); the right one always does."""
+    shape, whether the left one takes a gradient); the right one always does. `pooling`:
+    whether the sequence fields are pooled by a product (not by the fused lookup)."""
     from metaheac import schema
     sequence_fields, sequence_width = len(schema.SEQUENCE_FIELDS), schema.SEQUENCE_TOTAL_WIDTH
     user_fields, gate_fields = _field_counts()
     hidden = mlp_dims[-1]
     shapes = [([batch, sequence_fields, sequence_width], [batch, sequence_width, embed_dim],
-               False),                                                    # pooling
-              ([1, user_fields], [batch, user_fields, embed_dim], False),  # mean over fields
-              ([batch, user_fields * embed_dim], [user_fields * embed_dim,
-                                                  num_expert * mlp_dims[0]], True)]
+               False)] if pooling else []
+    shapes += [([1, user_fields], [batch, user_fields, embed_dim], False),  # mean over fields
+               ([batch, user_fields * embed_dim], [user_fields * embed_dim,
+                                                   num_expert * mlp_dims[0]], True)]
     shapes += [([num_expert, batch, fan_in], [num_expert, fan_in, width], True)
                for fan_in, width in zip(mlp_dims, mlp_dims[1:])]          # deeper expert layers
     for width in (num_expert, num_output):                                 # the two gates
@@ -558,10 +569,11 @@ def time_products(config, batch, repeats=5):
     ``product_shapes`` timed forward and backward on its own (the best of `repeats`), times
     the two passes (support, query) of each task. No other operator runs."""
     import paddle
+    from metaheac import fused_lookup
     sizes = network_sizes(config)
     seconds = 0.0
     shapes = product_shapes(sizes["embed_dim"], sizes["mlp_dims"], sizes["num_expert"],
-                            sizes["num_output"], batch)
+                            sizes["num_output"], batch, pooling=fused_lookup.kernel() is None)
     for left_shape, right_shape, left_grad in shapes:
         left, right = paddle.randn(left_shape), paddle.randn(right_shape)
         left.stop_gradient, right.stop_gradient = not left_grad, False
@@ -577,21 +589,25 @@ def time_products(config, batch, repeats=5):
 
 
 def time_lookups(config, planned, repeats=5):
-    """Seconds per meta-step of its embedding lookups alone: the three lookups (static,
-    sequence, ad ids) of the first task's support batch of `planned` (``planned_batch``)
-    into its local table, forward and backward (the best of `repeats`), times the two
-    passes of each task."""
+    """Seconds per meta-step of its embedding lookups alone: those of the first task's
+    support batch of `planned` (``planned_batch``) into its local table, forward and
+    backward (the best of `repeats`), times the two passes of each task. The lookups are
+    the fused kernel's, pooling included, where it is built; else Paddle's three."""
     import paddle
     import paddle.nn.functional as F
-    (static, sequence, _, ad), _, _, _, task_rows = planned
+    from metaheac import fused_lookup
+    (static, sequence, lengths, ad), _, _, _, task_rows = planned
     table = paddle.randn([sum(r.shape[0] for r in task_rows[0]),
                           setting(config, "hyper_parameters.embed_dim")])
     table.stop_gradient = False
-    ids = [static[0], sequence[0], ad[0]]
-    upstream = [paddle.randn(i.shape + [table.shape[1]]) for i in ids]
+    if fused_lookup.kernel() is None:
+        lookups = lambda: [F.embedding(i, table) for i in (static[0], sequence[0], ad[0])]  # noqa: E731
+    else:
+        lookups = lambda: fused_lookup.lookup(table, static[0], sequence[0], lengths[0], ad[0])  # noqa: E731
+    upstream = [paddle.randn(x.shape) for x in lookups()]
 
     def forward_backward():
-        grad, = paddle.grad([F.embedding(i, table) for i in ids], [table], upstream)
+        grad, = paddle.grad(lookups(), [table], upstream)
         return float(grad[0, 0])
 
     return 2 * setting(config, "hyper_parameters.task_count") * min(
@@ -681,15 +697,17 @@ def measure_profile(config, size, top=12):
                      thread_sep=False, time_unit="ms")
     lines = text.getvalue().splitlines()
     start = next(i for i, line in enumerate(lines) if "Operator Summary" in line)
-    table = [line.split() for line in lines[start:]
+    # Columns are two or more spaces apart; a name may hold one ("matmul dygraph",
+    # "Global_CustomOpGradNode: <op>_grad").
+    table = [re.split(r"\s{2,}", line.strip()) for line in lines[start:]
              if line.startswith("Global_") or " dygraph " in line]
     profiled = len(batches) - 1
     operators = []
-    for row in table[:top]:
-        forward = row[1] == "dygraph"
-        calls, ms = (row[2:] if forward else row[1:])[:2]
-        operators.append(OperatorRow(row[0] + (" (forward)" if forward else ""),
-                                     int(calls) / profiled, float(ms) / profiled))
+    for name, calls, times in (row[:3] for row in table[:top]):
+        forward = name.endswith(" dygraph")
+        operators.append(OperatorRow(
+            name[:-len(" dygraph")] + " (forward)" if forward else name,
+            int(calls) / profiled, float(times.split("/")[0]) / profiled))
     return operators
 
 
@@ -904,25 +922,29 @@ def render(report):
         "",
         "| batch | full-table s/step | ours s/step | speed-up | speed-up ceiling | products / "
         "lookups alone s/step | ceiling from them | ours forward / backward / optimizer s | "
-        "GFLOP/step | ours GFLOP/s | % of matmul rate | reader's id planning s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        "GFLOP/step | ours GFLOP/s | % of matmul rate | reader's id planning s | ours with "
+        "Paddle's lookups s/step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in m.rows:
         o, f = row.ours, row.full_table
         lines.append("| %d | %s | %.4f | %s | %s | %.4f / %.4f | %s | %.4f / %.4f / %.4f | %.2f | "
-                     "%.1f | %.0f %% | %.4f |" % (
+                     "%.1f | %.0f %% | %.4f | %s |" % (
                          row.batch, _maybe("%.4f", f and f.total), o.total,
                          _maybe("%.1fx", row.speedup), _maybe("%.1fx", row.ceiling),
                          row.products, row.lookups, _maybe("%.1fx", row.kernel_ceiling),
                          o.forward, o.backward, o.optimizer, row.gflop, row.gflops,
-                         100 * row.gflops / r.matmul_gflops, row.planning))
+                         100 * row.gflops / r.matmul_gflops, row.planning,
+                         _maybe("%.4f", row.unfused)))
     lines += ["", "Speed-up ceiling: the full-table seconds over ours if our step took only its "
                   "matrix products at the matmul rate above, plus its optimizer step (Adam over "
                   "all %s parameters reads and writes 7 float32 values each: %.0f MB a step). "
                   "The exact maths allows no more. Products / lookups alone: the step's matrix "
-                  "products, shape by shape, and its embedding lookups, each timed forward and "
-                  "backward on its own (best of 5) with nothing else run; the ceiling from them "
-                  "is the full-table seconds over their sum plus the optimizer step: the floor "
-                  "of Paddle's own kernels for what the exact maths computes." % (
+                  "products, shape by shape, and its embedding lookups (our fused lookup kernel, "
+                  "pooling included, where it is built), each timed forward and backward on its "
+                  "own (best of 5) with nothing else run; the ceiling from them is the full-table "
+                  "seconds over their sum plus the optimizer step: the floor of these kernels for "
+                  "what the exact maths computes. Ours with Paddle's lookups: the same step with "
+                  "Paddle's lookups and pooling product in place of the fused kernel." % (
                       "{:,}".format(r.parameters), 28 * r.parameters / 1e6)]
     lines += _task_batching_lines(m.task_batching, hp["task_count"])
     for row in m.rows:

@@ -1,0 +1,119 @@
+"""The fused lookup kernel against NumPy, against Paddle's ops in the network, its
+errors, and the fallback when it cannot be built."""
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+import maml
+import net
+from metaheac import fused_lookup, schema
+from conftest import random_inputs
+
+WIDTHS = np.array(schema.SEQUENCE_WIDTHS)
+STARTS = np.concatenate([[0], np.cumsum(WIDTHS)[:-1]])
+
+
+def numpy_lookup(table, static, sequence, lengths, ad):
+    """The user fields (static, then each sequence field's sum over its first `length`
+    ids divided by the length, at least 1) and the ad fields."""
+    pooled = np.zeros(lengths.shape + (table.shape[1],))
+    for row in range(len(lengths)):
+        for field, (start, width) in enumerate(zip(STARTS, WIDTHS)):
+            used = sequence[row, start:start + min(lengths[row, field], width)]
+            pooled[row, field] = table[used].sum(axis=0) / max(lengths[row, field], 1)
+    return np.concatenate([table[static], pooled], axis=1), table[ad]
+
+
+def numpy_table_grad(table, static, sequence, lengths, ad, grad_user, grad_ad):
+    """The gradient of sum(user * grad_user) + sum(ad * grad_ad) by the table, each
+    looked-up row's share added with np.add.at."""
+    grad = np.zeros_like(table)
+    n_static = static.shape[1]
+    np.add.at(grad, static, grad_user[:, :n_static])
+    np.add.at(grad, ad, grad_ad)
+    for row in range(len(lengths)):
+        for field, (start, width) in enumerate(zip(STARTS, WIDTHS)):
+            used = sequence[row, start:start + min(lengths[row, field], width)]
+            np.add.at(grad, used, grad_user[row, n_static + field] / max(lengths[row, field], 1))
+    return grad
+
+
+def local_inputs(rng, batch, rows):
+    """Ids into a table of `rows` rows, repeats within a row included; some sequences
+    empty, some full."""
+    static, sequence, lengths, ad = (rng.integers(0, rows, (batch, width)) for width in
+                                     (len(schema.STATIC_FIELDS), schema.SEQUENCE_TOTAL_WIDTH,
+                                      len(schema.SEQUENCE_FIELDS), len(schema.AD_FIELDS)))
+    lengths = rng.integers(0, WIDTHS + 1, lengths.shape)
+    lengths[0] = 0
+    lengths[1] = WIDTHS
+    return static, sequence, lengths, ad
+
+
+def test_the_kernel_is_built_here():
+    # Anywhere with a C++ compiler (this project's CI machines) the fast path is the one tested.
+    assert fused_lookup.kernel() is not None
+
+
+def test_lookup_and_its_gradient_match_numpy(rng):
+    table = rng.normal(size=(9, 5)).astype("float32")
+    inputs = local_inputs(rng, 30, 9)
+    grad_user = rng.normal(size=(30, schema.USER_FIELDS, 5)).astype("float32")
+    grad_ad = rng.normal(size=(30, len(schema.AD_FIELDS), 5)).astype("float32")
+    table_t = paddle.to_tensor(table, stop_gradient=False)
+    user, ad = fused_lookup.lookup(table_t, *[paddle.to_tensor(x) for x in inputs])
+    grad, = paddle.grad([user, ad], [table_t], [paddle.to_tensor(grad_user), paddle.to_tensor(grad_ad)])
+    expected_user, expected_ad = numpy_lookup(table.astype(np.float64), *inputs)
+    np.testing.assert_allclose(user.numpy(), expected_user, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(ad.numpy(), expected_ad.astype("float32"))
+    np.testing.assert_allclose(
+        grad.numpy(), numpy_table_grad(table.astype(np.float64), *inputs, grad_user, grad_ad),
+        rtol=1e-5, atol=1e-5)
+
+
+def test_a_length_above_the_width_divides_by_the_length_as_paddles_ops_do(rng):
+    table = paddle.to_tensor(rng.normal(size=(7, 4)).astype("float32"))
+    static, sequence, lengths, ad = local_inputs(rng, 3, 7)
+    lengths[:] = WIDTHS + 2
+    user, _ = fused_lookup.lookup(table, *[paddle.to_tensor(x) for x in (static, sequence, lengths, ad)])
+    pooled = paddle.matmul(net.pooling_matrix(paddle.to_tensor(lengths), "float32"),
+                           F.embedding(paddle.to_tensor(sequence), table))
+    np.testing.assert_allclose(user.numpy()[:, len(schema.STATIC_FIELDS):], pooled.numpy(),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_an_id_outside_the_table_is_an_error_naming_it(rng):
+    table = paddle.to_tensor(rng.normal(size=(6, 4)).astype("float32"))
+    static, sequence, lengths, ad = local_inputs(rng, 4, 6)
+    sequence[2, 3] = 6
+    with pytest.raises(Exception, match="a sequence id is 6, outside the local table's 6 rows"):
+        fused_lookup.lookup(table, *[paddle.to_tensor(x) for x in (static, sequence, lengths, ad)])
+
+
+def test_the_network_on_a_local_table_agrees_with_paddles_ops(rng):
+    """Prediction and every gradient of one task's loss, fused and with F.embedding."""
+    paddle.seed(2)
+    model = net.MetaHeacNet([[40] * 7, [60] * 7, [30] * 6], 8, [16], num_expert=3, num_output=4)
+    inputs = random_inputs(rng, 50, [[40] * 7, [60] * 7, [30] * 6])
+    inputs[2][:4] = 0
+    labels = paddle.to_tensor(rng.integers(0, 2, 50).astype("float32"))
+    results = []
+    for lookup in (None, F.embedding):
+        local, (batch,) = maml.localize(model, model.weights(), [inputs])
+        loss = maml.bce(model(*batch, weights=local, lookup=lookup), labels)
+        names = sorted(local)
+        results.append([loss] + list(paddle.grad(loss, [local[n] for n in names])))
+    for fused, paddles in zip(*results):
+        np.testing.assert_allclose(fused.numpy(), paddles.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_without_a_compiler_the_network_keeps_paddles_ops(rng, tmp_path, monkeypatch):
+    broken = tmp_path / "fused_lookup.cc"
+    broken.write_text("this is not C++\n")
+    monkeypatch.setattr(fused_lookup, "SOURCE", str(broken))
+    monkeypatch.setenv("PADDLE_EXTENSION_DIR", str(tmp_path / "build"))
+    with pytest.warns(UserWarning, match="fused lookup kernel .* could not be built: .*slower ops"):
+        assert fused_lookup.kernel() is None
+    table = paddle.to_tensor(rng.normal(size=(9, 5)).astype("float32"))
+    assert not fused_lookup.applies(table, [paddle.to_tensor(x) for x in local_inputs(rng, 3, 9)])
