@@ -600,10 +600,13 @@ def time_lookups(config, planned, repeats=5):
     table = paddle.randn([sum(r.shape[0] for r in task_rows[0]),
                           setting(config, "hyper_parameters.embed_dim")])
     table.stop_gradient = False
-    if fused_lookup.kernel() is None:
-        lookups = lambda: [F.embedding(i, table) for i in (static[0], sequence[0], ad[0])]  # noqa: E731
-    else:
-        lookups = lambda: fused_lookup.lookup(table, static[0], sequence[0], lengths[0], ad[0])  # noqa: E731
+    fused = fused_lookup.kernel() is not None
+
+    def lookups():
+        if fused:
+            return fused_lookup.lookup(table, static[0], sequence[0], lengths[0], ad[0])
+        return [F.embedding(i, table) for i in (static[0], sequence[0], ad[0])]
+
     upstream = [paddle.randn(x.shape) for x in lookups()]
 
     def forward_backward():
