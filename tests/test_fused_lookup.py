@@ -7,7 +7,7 @@ import pytest
 
 import maml
 import net
-from metaheac import fused_lookup, schema
+from metaheac import cpu_kernels, fused_adam, fused_lookup, schema
 from conftest import random_inputs
 
 WIDTHS = np.array(schema.SEQUENCE_WIDTHS)
@@ -53,7 +53,7 @@ def local_inputs(rng, batch, rows):
 
 def test_the_kernel_is_built_here():
     # Anywhere with a C++ compiler (this project's CI machines) the fast path is the one tested.
-    assert fused_lookup.kernel() is not None
+    assert cpu_kernels.module() is not None
 
 
 def test_lookup_and_its_gradient_match_numpy(rng):
@@ -108,12 +108,22 @@ def test_the_network_on_a_local_table_agrees_with_paddles_ops(rng):
         np.testing.assert_allclose(fused.numpy(), paddles.numpy(), rtol=1e-5, atol=1e-7)
 
 
-def test_without_a_compiler_the_network_keeps_paddles_ops(rng, tmp_path, monkeypatch):
+def test_without_a_compiler_the_network_and_the_optimizer_keep_paddles_ops(
+        rng, tmp_path, monkeypatch):
     broken = tmp_path / "fused_lookup.cc"
     broken.write_text("this is not C++\n")
-    monkeypatch.setattr(fused_lookup, "SOURCE", str(broken))
+    monkeypatch.setattr(cpu_kernels, "SOURCES", [str(broken)])
     monkeypatch.setenv("PADDLE_EXTENSION_DIR", str(tmp_path / "build"))
-    with pytest.warns(UserWarning, match="fused lookup kernel .* could not be built: .*slower ops"):
-        assert fused_lookup.kernel() is None
+    with pytest.warns(UserWarning, match="C\\+\\+ kernels .*fused_lookup.cc.* could not be built: "
+                                         ".*slower ops"):
+        assert cpu_kernels.module() is None
     table = paddle.to_tensor(rng.normal(size=(9, 5)).astype("float32"))
     assert not fused_lookup.applies(table, [paddle.to_tensor(x) for x in local_inputs(rng, 3, 9)])
+    param = paddle.create_parameter([4], "float32")
+    start = param.numpy()
+    optimizer = fused_adam.Adam(learning_rate=0.1, parameters=[param], use_multi_tensor=True)
+    param.grad = paddle.to_tensor(np.ones(4, "float32"))
+    optimizer.step()  # Paddle's update: Adam's first step moves each weight by the rate
+    optimizer.clear_grad()
+    np.testing.assert_allclose(param.numpy(), start - 0.1, rtol=1e-5)
+    assert not param.grad.numpy().any()

@@ -485,7 +485,7 @@ def measure_meta_steps(config, batches, steps, warmup, matmul_gflops=None, refer
     import numpy as np
     import paddle
     import maml
-    from metaheac import fused_lookup
+    from metaheac import cpu_kernels, fused_lookup
     from metaheac.reference import full_table_meta_loss
     local_lr = setting(config, "hyper_parameters.local_lr")
     ours_net = make_net(config)
@@ -502,7 +502,7 @@ def measure_meta_steps(config, batches, steps, warmup, matmul_gflops=None, refer
         planning[size] = statistics.median(seconds for _, seconds in timed_plans[warmup:])
         planned[size] = [b for b, _ in timed_plans]
         ours[size] = time_steps(ours_step, planned[size], ours_opt, warmup)
-        if fused_lookup.kernel() is not None:
+        if cpu_kernels.module() is not None:
             with fused_lookup.disabled():
                 unfused[size] = time_steps(ours_step, planned[size], ours_opt, warmup).total
         batching.append(measure_task_batching(config, ours_net, ours_opt, planned[size], warmup))
@@ -569,11 +569,11 @@ def time_products(config, batch, repeats=5):
     ``product_shapes`` timed forward and backward on its own (the best of `repeats`), times
     the two passes (support, query) of each task. No other operator runs."""
     import paddle
-    from metaheac import fused_lookup
+    from metaheac import cpu_kernels
     sizes = network_sizes(config)
     seconds = 0.0
     shapes = product_shapes(sizes["embed_dim"], sizes["mlp_dims"], sizes["num_expert"],
-                            sizes["num_output"], batch, pooling=fused_lookup.kernel() is None)
+                            sizes["num_output"], batch, pooling=cpu_kernels.module() is None)
     for left_shape, right_shape, left_grad in shapes:
         left, right = paddle.randn(left_shape), paddle.randn(right_shape)
         left.stop_gradient, right.stop_gradient = not left_grad, False
@@ -595,12 +595,12 @@ def time_lookups(config, planned, repeats=5):
     the fused kernel's, pooling included, where it is built; else Paddle's three."""
     import paddle
     import paddle.nn.functional as F
-    from metaheac import fused_lookup
+    from metaheac import cpu_kernels, fused_lookup
     (static, sequence, lengths, ad), _, _, _, task_rows = planned
     table = paddle.randn([sum(r.shape[0] for r in task_rows[0]),
                           setting(config, "hyper_parameters.embed_dim")])
     table.stop_gradient = False
-    fused = fused_lookup.kernel() is not None
+    fused = cpu_kernels.module() is not None
 
     def lookups():
         if fused:
@@ -949,6 +949,7 @@ def render(report):
                   "what the exact maths computes. Ours with Paddle's lookups: the same step with "
                   "Paddle's lookups and pooling product in place of the fused kernel." % (
                       "{:,}".format(r.parameters), 28 * r.parameters / 1e6)]
+    lines += _floor_lines(m.rows, r.matmul_gflops)
     lines += _task_batching_lines(m.task_batching, hp["task_count"])
     for row in m.rows:
         if row.full_table:
@@ -977,6 +978,24 @@ def render(report):
     lines += ["", "load average at end: %s; peak RSS of this process: %.0f MiB"
               % (r.load_end, r.rss_mib)]
     return "\n".join(lines)
+
+
+def _floor_lines(rows, matmul_gflops):
+    """What the kernels timed alone allow: the share of the matmul rate and the speed-up
+    our step would reach if it took only them (the targets' measured floor)."""
+    lines = ["", "## The floor: the step's kernels timed alone", "",
+             "| batch | products alone GFLOP/s (% of matmul rate) | products + lookups + "
+             "optimizer s | % of matmul rate at that floor | ours: % of that floor's rate |",
+             "|---|---|---|---|---|"]
+    for row in rows:
+        floor = row.products + row.lookups + row.ours.optimizer
+        lines.append("| %d | %.1f (%.0f %%) | %.4f | %.0f %% | %.0f %% |" % (
+            row.batch, row.gflop / row.products, 100 * row.gflop / row.products / matmul_gflops,
+            floor, 100 * row.gflop / floor / matmul_gflops, 100 * floor / row.ours.total))
+    lines.append("No step can run its products faster than they run alone, nor skip its lookups "
+                 "or its optimizer step (Adam moves every parameter): the floor's share of the "
+                 "matmul rate is the most the exact maths reaches with these kernels.")
+    return lines
 
 
 def _task_batching_lines(rows, tasks):

@@ -7,6 +7,9 @@
   kernels stay on one thread. Giving OpenMP itself two threads is slower here: its
   idle workers spin and take the core from the thread doing the next operation
   (tools/bench.py measures both).
+* MKL's idle workers spin for 1 ms after a product, not the OpenMP default of 200 ms
+  (``KMP_BLOCKTIME``): spinning, they took the other core from the threads of the
+  optimizer's step (metaheac/fused_adam.py), which then ran no faster than on one.
 * glibc's allocator keeps freed blocks of up to 32 MiB (``tune_malloc``).
 
 A value the user set in the environment is kept. Importing this module applies
@@ -21,6 +24,7 @@ import warnings
 def configure():
     processes = int(os.environ.get("PADDLE_LOCAL_SIZE", "1") or 1)
     os.environ.setdefault("MKL_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    os.environ.setdefault("KMP_BLOCKTIME", "1")
     tune_malloc()
 
 
