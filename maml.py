@@ -22,6 +22,8 @@ import paddle
 import paddle.nn.functional as F
 from paddle.framework import core
 
+from metaheac import fused_lookup
+
 from net import FIELD_COLUMNS, LOCAL_TABLE, packed_ids, split_ids, with_first_layer_laid_out
 
 
@@ -130,13 +132,17 @@ def write_back(net, local_weights, batches):
 
 def _add_rows(full_tables, rows, bounds, grad):
     """Add the local table's gradient `grad` into the full tables' gradients."""
-    for table, table_rows, lo, hi in zip(full_tables, rows, bounds[:-1], bounds[1:]):
-        if hi > lo:
-            if table.grad is None:
-                table.grad = paddle.zeros_like(table)
-            # The rows are distinct (np.unique), so gather, add and an overwriting
-            # scatter add them as index_add_ does, faster on the CPU.
-            table.grad.scatter_(table_rows, table.grad.gather(table_rows) + grad[lo:hi])
+    used = [k for k in range(len(rows)) if bounds[k + 1] > bounds[k]]  # tables with rows in it
+    for k in used:
+        if full_tables[k].grad is None:
+            full_tables[k].grad = paddle.zeros_like(full_tables[k])
+    if fused_lookup.add_rows([full_tables[k].grad for k in used], grad, [rows[k] for k in used]):
+        return
+    for k in used:
+        # The rows are distinct (np.unique), so gather, add and an overwriting scatter
+        # add them as index_add_ does, faster on the CPU.
+        table_grad = full_tables[k].grad
+        table_grad.scatter_(rows[k], table_grad.gather(rows[k]) + grad[bounds[k]:bounds[k + 1]])
 
 
 def leaf_copies(weights):

@@ -91,11 +91,21 @@ CLONED void add_row_grads(const Batch& b, const float* grad_user, const float* g
   }
 }
 
-void check_ids(const paddle::Tensor& ids, int64_t rows, const char* what) {
+// Adds row i of `local` into row rows[i] of `grad`, for i < count.
+CLONED void add_rows_into(const float* local, float* grad, const int64_t* rows, int64_t count,
+                          int64_t dim) {
+  for (int64_t i = 0; i < count; ++i) {
+    const float* from = local + i * dim;
+    float* to = grad + rows[i] * dim;
+    for (int64_t k = 0; k < dim; ++k) to[k] += from[k];
+  }
+}
+
+void check_ids(const paddle::Tensor& ids, int64_t rows, const char* what, const char* table) {
   const int64_t* id = ids.data<int64_t>();
   for (int64_t i = 0; i < ids.numel(); ++i)
     PD_CHECK(id[i] >= 0 && id[i] < rows, "fused lookup: a ", what, " id is ", id[i],
-             ", outside the local table's ", rows, " rows");
+             ", outside ", table, "'s ", rows, " rows");
 }
 
 }  // namespace
@@ -107,9 +117,9 @@ std::vector<paddle::Tensor> FusedLookup(const paddle::Tensor& table,
                                         const paddle::Tensor& ad_ids,
                                         const std::vector<int64_t>& widths) {
   const int64_t rows = table.shape()[0];
-  check_ids(static_ids, rows, "static");
-  check_ids(sequence_ids, rows, "sequence");
-  check_ids(ad_ids, rows, "ad");
+  check_ids(static_ids, rows, "static", "the local table");
+  check_ids(sequence_ids, rows, "sequence", "the local table");
+  check_ids(ad_ids, rows, "ad", "the local table");
   const Batch b = batch_of(table, static_ids, sequence_ids, lengths, ad_ids, widths);
   auto user = paddle::empty({b.batch, b.user_fields(), b.dim}, table.dtype(), table.place());
   auto ad = paddle::empty({b.batch, b.n_ad, b.dim}, table.dtype(), table.place());
@@ -159,3 +169,31 @@ PD_BUILD_GRAD_OP(metaheac_fused_lookup)
     .Outputs({paddle::Grad("Table")})
     .Attrs({"widths: std::vector<int64_t>"})
     .SetKernelFn(PD_KERNEL(FusedLookupGrad));
+
+// The backward of gathering a task-local table: each table's block of the local table's
+// gradient added into that table's gradient, at the rows it was gathered from (a table's
+// rows are distinct; one table may stand in the list more than once).
+void AddRows(std::vector<paddle::Tensor>& table_grads, const paddle::Tensor& local_grad,
+             const std::vector<paddle::Tensor>& rows) {
+  PD_CHECK(table_grads.size() == rows.size(), "add rows: one row list per table");
+  int64_t offset = 0;
+  for (size_t k = 0; k < rows.size(); ++k) {
+    check_ids(rows[k], table_grads[k].shape()[0], "row", "a full table");
+    offset += rows[k].numel();
+  }
+  PD_CHECK(offset == local_grad.shape()[0], "add rows: ", offset, " rows of tables, but ",
+           local_grad.shape()[0], " in the local table");
+  const int64_t dim = local_grad.shape()[1];
+  offset = 0;
+  for (size_t k = 0; k < rows.size(); ++k) {
+    add_rows_into(local_grad.data<float>() + offset * dim, table_grads[k].data<float>(),
+                  rows[k].data<int64_t>(), rows[k].numel(), dim);
+    offset += rows[k].numel();
+  }
+}
+
+PD_BUILD_OP(metaheac_add_rows)
+    .Inputs({paddle::Vec("TableGrads"), "LocalGrad", paddle::Vec("Rows")})
+    .Outputs({paddle::Vec("TableGradsOut")})
+    .SetInplaceMap({{paddle::Vec("TableGrads"), paddle::Vec("TableGradsOut")}})
+    .SetKernelFn(PD_KERNEL(AddRows));

@@ -33,6 +33,24 @@ def lookup(table, static_ids, sequence_ids, sequence_lengths, ad_ids):
         table, static_ids, sequence_ids, sequence_lengths, ad_ids, list(schema.SEQUENCE_WIDTHS))
 
 
+def add_rows(table_grads, local_grad, rows):
+    """Add the blocks of `local_grad` (one per table, in order) into `table_grads` at
+    `rows`, in place, if the kernel can (eager, float32 on the CPU, contiguous): the
+    backward of ``maml.gather_local`` as one kernel, not three Paddle ops per table.
+    Returns whether it did."""
+    tensors = list(table_grads) + [local_grad]
+    if not (not _disabled and paddle.in_dynamic_mode()
+            and all(t.place.is_cpu_place() and t.dtype == paddle.float32 and t.is_contiguous()
+                    for t in tensors)
+            and all(r.place.is_cpu_place() and r.dtype == paddle.int64 for r in rows)
+            and cpu_kernels.module() is not None):
+        return False
+    # Detached views share the gradients' memory (Paddle writes in place only outside
+    # autograd).
+    cpu_kernels.module().metaheac_add_rows([g.detach() for g in table_grads], local_grad, rows)
+    return True
+
+
 @contextlib.contextmanager
 def disabled():
     """Paddle's ops in place of the kernel within the block, to compare the two."""

@@ -127,3 +127,29 @@ def test_without_a_compiler_the_network_and_the_optimizer_keep_paddles_ops(
     optimizer.clear_grad()
     np.testing.assert_allclose(param.numpy(), start - 0.1, rtol=1e-5)
     assert not param.grad.numpy().any()
+
+
+def test_add_rows_adds_each_tables_block_at_its_rows(rng):
+    """The backward of gathering a local table, against np.add.at; a table may stand in
+    the list twice (order 0's tasks share the tables) and a block may be empty."""
+    grads = [rng.normal(size=(rows, 3)).astype("float32") for rows in (10, 4)]
+    rows = [np.array([7, 0, 3]), np.array([], dtype=np.int64), np.array([1, 2]),
+            np.array([3, 9])]
+    owner = [0, 1, 1, 0]
+    local = rng.normal(size=(7, 3)).astype("float32")
+    expected = [g.astype(np.float64) for g in grads]
+    start = 0
+    for table, r in zip(owner, rows):
+        np.add.at(expected[table], r, local[start:start + len(r)])
+        start += len(r)
+    tensors = [paddle.to_tensor(g) for g in grads]
+    assert fused_lookup.add_rows([tensors[k] for k in owner], paddle.to_tensor(local),
+                                 [paddle.to_tensor(r) for r in rows])
+    for got, want in zip(tensors, expected):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_add_rows_names_a_row_outside_its_table(rng):
+    grad = paddle.zeros([4, 2])
+    with pytest.raises(Exception, match="a row id is 4, outside a full table's 4 rows"):
+        fused_lookup.add_rows([grad], paddle.ones([2, 2]), [paddle.to_tensor(np.array([1, 4]))])
