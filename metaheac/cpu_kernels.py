@@ -25,12 +25,19 @@ import paddle.utils.cpp_extension
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = [os.path.join(_HERE, name) for name in ("fused_lookup.cc", "fused_adam.cc")]
+HEADERS = [os.path.join(_HERE, "cpu_threads.h")]  # included by the sources
 NAME = "metaheac_cpu_kernels"
 # No contraction into fused multiply-adds: the kernels round as Paddle's own ops do.
 COMPILE_FLAGS = ["-O3", "-ffp-contract=off"]
 
 # (sources, PADDLE_EXTENSION_DIR) -> the built module, or None where it failed to build
 _loaded = {}
+
+
+def threads():
+    """The threads a kernel splits its work over: the cores the matrix products are given
+    (``MKL_NUM_THREADS``, set per process by tools/utils/cpu.py), else every core."""
+    return max(1, int(os.environ.get("MKL_NUM_THREADS") or os.cpu_count() or 1))
 
 
 def module():
@@ -44,7 +51,7 @@ def module():
 def build_directory():
     """Where these sources, built by this Paddle and Python, live."""
     digest = hashlib.sha256()
-    for path in SOURCES:
+    for path in SOURCES + HEADERS:
         with open(path, "rb") as source:
             digest.update(source.read())
     for part in (paddle.__version__, sys.version, " ".join(COMPILE_FLAGS)):

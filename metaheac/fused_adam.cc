@@ -8,9 +8,9 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
-#include <thread>
 #include <vector>
 
+#include "cpu_threads.h"
 #include "paddle/extension.h"
 
 namespace {
@@ -41,14 +41,11 @@ CLONED void adam_update(const AdamSpan& s, int64_t lo, int64_t hi, float beta1, 
 
 // Runs work(tensor, lo, hi) over the elements of tensors of the given sizes, split
 // into `threads` equal shares of their total, one thread each.
-void split_over_threads(const std::vector<int64_t>& sizes, int64_t threads,
-                        const std::function<void(size_t, int64_t, int64_t)>& work) {
+void split_tensors_over_threads(const std::vector<int64_t>& sizes, int64_t threads,
+                                const std::function<void(size_t, int64_t, int64_t)>& work) {
   int64_t total = 0;
   for (int64_t size : sizes) total += size;
-  threads = std::max<int64_t>(1, std::min(threads, total));
-  // Shares end on 16-float (cache-line) multiples, so no two threads write one line.
-  const int64_t share = ((total + threads - 1) / threads + 15) & ~int64_t{15};
-  auto run = [&](int64_t begin, int64_t end) {
+  split_over_threads(total, threads, 16, [&](int64_t begin, int64_t end) {
     int64_t offset = 0;
     for (size_t k = 0; k < sizes.size(); ++k) {
       const int64_t lo = std::max(begin - offset, int64_t{0});
@@ -56,12 +53,7 @@ void split_over_threads(const std::vector<int64_t>& sizes, int64_t threads,
       if (lo < hi) work(k, lo, hi);
       offset += sizes[k];
     }
-  };
-  std::vector<std::thread> helpers;
-  for (int64_t t = 1; t < threads && t * share < total; ++t)
-    helpers.emplace_back(run, t * share, std::min(total, (t + 1) * share));
-  run(0, std::min(total, share));
-  for (auto& helper : helpers) helper.join();
+  });
 }
 
 // The loops index raw memory: every tensor must be float32, on the CPU, contiguous.
@@ -105,7 +97,7 @@ void FusedAdam(std::vector<paddle::Tensor>& params, const std::vector<paddle::Te
     *power1 = beta1 * *power1;
     *power2 = beta2 * *power2;
   }
-  split_over_threads(sizes, threads, [&](size_t k, int64_t lo, int64_t hi) {
+  split_tensors_over_threads(sizes, threads, [&](size_t k, int64_t lo, int64_t hi) {
     adam_update(spans[k], lo, hi, beta1, beta2);
   });
 }
@@ -114,7 +106,7 @@ void FillZeros(std::vector<paddle::Tensor>& grads, int64_t threads) {
   check_float32_cpu(grads, "gradient");
   std::vector<int64_t> sizes;
   for (const auto& g : grads) sizes.push_back(g.numel());
-  split_over_threads(sizes, threads, [&](size_t k, int64_t lo, int64_t hi) {
+  split_tensors_over_threads(sizes, threads, [&](size_t k, int64_t lo, int64_t hi) {
     std::fill(grads[k].data<float>() + lo, grads[k].data<float>() + hi, 0.0f);
   });
 }

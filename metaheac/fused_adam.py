@@ -6,26 +6,18 @@ multi-tensor Adam does that on one thread: on the CPU it was most of a small-bat
 meta-step. ``Adam`` is ``paddle.optimizer.Adam``, with its arguments, its gradient
 clipping and weight decay, its state and its checkpoint entries; only the last part of a
 multi-tensor step, the update itself, runs ``fused_adam.cc`` over all parameters on
-``threads()`` threads (the formula of Paddle's CPU kernel, in its order: results agree
+``cpu_kernels.threads()`` threads (the formula of Paddle's CPU kernel, in its order: results agree
 to float rounding, tests/test_fused_adam.py). ``clear_grad`` zeroes the gradients the
 same way. Paddle's own update runs instead off the CPU, for other dtypes, with
 ``use_multi_tensor=False``, AMSGrad, lazy mode, mixed precision, parameter groups, a
 loss scaler's skipped steps, and where the kernels cannot be built.
 """
-import os
-
 import paddle
 
 from metaheac import cpu_kernels
 
 # Below this many elements an update runs on one thread: starting threads would cost more.
 THREADED_ELEMENTS = 1 << 18
-
-
-def threads():
-    """The threads of an update: the cores the matrix products are given
-    (``MKL_NUM_THREADS``, set per process by tools/utils/cpu.py), else every core."""
-    return max(1, int(os.environ.get("MKL_NUM_THREADS") or os.cpu_count() or 1))
 
 
 class Adam(paddle.optimizer.Adam):
@@ -92,4 +84,4 @@ def _cpu_float32(tensor):
 
 
 def _threads_for(tensors):
-    return threads() if sum(int(t.size) for t in tensors) >= THREADED_ELEMENTS else 1
+    return cpu_kernels.threads() if sum(int(t.size) for t in tensors) >= THREADED_ELEMENTS else 1

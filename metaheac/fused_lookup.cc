@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "cpu_threads.h"
 #include "paddle/extension.h"
 
 namespace {
@@ -37,9 +38,11 @@ inline float mean_scale(int64_t length) {
   return 1.0f / static_cast<float>(std::max<int64_t>(length, 1));
 }
 
-CLONED void embed_rows(const Batch& b, const float* table, float* user, float* ad) {
+// Batch rows [first, last).
+CLONED void embed_rows(const Batch& b, const float* table, float* user, float* ad,
+                       int64_t first, int64_t last) {
   const int64_t d = b.dim;
-  for (int64_t r = 0; r < b.batch; ++r) {
+  for (int64_t r = first; r < last; ++r) {
     float* out = user + r * b.user_fields() * d;
     for (int64_t i = 0; i < b.n_static; ++i)
       std::copy_n(table + b.static_ids[r * b.n_static + i] * d, d, out + i * d);
@@ -62,32 +65,30 @@ CLONED void embed_rows(const Batch& b, const float* table, float* user, float* a
   }
 }
 
-// Adds every looked-up row's gradient into its table row.
+// Zeroes table rows [lo, hi) of the gradient and adds into them every looked-up row's
+// gradient that falls there: threads given disjoint ranges never write one row.
 CLONED void add_row_grads(const Batch& b, const float* grad_user, const float* grad_ad,
-                          float* grad_table) {
+                          float* grad_table, int64_t lo, int64_t hi) {
   const int64_t d = b.dim;
+  std::fill(grad_table + lo * d, grad_table + hi * d, 0.0f);
+  auto add = [&](int64_t id, const float* from, float scale) {
+    if (id < lo || id >= hi) return;
+    float* row = grad_table + id * d;
+    for (int64_t k = 0; k < d; ++k) row[k] += scale * from[k];
+  };
   for (int64_t r = 0; r < b.batch; ++r) {
     const float* in = grad_user + r * b.user_fields() * d;
-    for (int64_t i = 0; i < b.n_static; ++i) {
-      float* row = grad_table + b.static_ids[r * b.n_static + i] * d;
-      for (int64_t k = 0; k < d; ++k) row[k] += in[i * d + k];
-    }
+    for (int64_t i = 0; i < b.n_static; ++i) add(b.static_ids[r * b.n_static + i], in + i * d, 1.0f);
     in += b.n_static * d;
     const int64_t* ids = b.sequence_ids + r * b.sequence_columns;
     for (size_t f = 0; f < b.widths.size(); ++f) {
       const int64_t length = b.lengths[r * b.widths.size() + f];
       const float scale = mean_scale(length);
-      for (int64_t p = 0; p < std::min(length, b.widths[f]); ++p) {
-        float* row = grad_table + ids[p] * d;
-        for (int64_t k = 0; k < d; ++k) row[k] += scale * in[f * d + k];
-      }
+      for (int64_t p = 0; p < std::min(length, b.widths[f]); ++p) add(ids[p], in + f * d, scale);
       ids += b.widths[f];
     }
-    for (int64_t i = 0; i < b.n_ad; ++i) {
-      float* row = grad_table + b.ad_ids[r * b.n_ad + i] * d;
-      const float* src = grad_ad + (r * b.n_ad + i) * d;
-      for (int64_t k = 0; k < d; ++k) row[k] += src[k];
-    }
+    for (int64_t i = 0; i < b.n_ad; ++i)
+      add(b.ad_ids[r * b.n_ad + i], grad_ad + (r * b.n_ad + i) * d, 1.0f);
   }
 }
 
@@ -115,7 +116,7 @@ std::vector<paddle::Tensor> FusedLookup(const paddle::Tensor& table,
                                         const paddle::Tensor& sequence_ids,
                                         const paddle::Tensor& lengths,
                                         const paddle::Tensor& ad_ids,
-                                        const std::vector<int64_t>& widths) {
+                                        const std::vector<int64_t>& widths, int64_t threads) {
   const int64_t rows = table.shape()[0];
   check_ids(static_ids, rows, "static", "the local table");
   check_ids(sequence_ids, rows, "sequence", "the local table");
@@ -123,7 +124,9 @@ std::vector<paddle::Tensor> FusedLookup(const paddle::Tensor& table,
   const Batch b = batch_of(table, static_ids, sequence_ids, lengths, ad_ids, widths);
   auto user = paddle::empty({b.batch, b.user_fields(), b.dim}, table.dtype(), table.place());
   auto ad = paddle::empty({b.batch, b.n_ad, b.dim}, table.dtype(), table.place());
-  embed_rows(b, table.data<float>(), user.data<float>(), ad.data<float>());
+  split_over_threads(b.batch, threads, 1, [&](int64_t first, int64_t last) {
+    embed_rows(b, table.data<float>(), user.data<float>(), ad.data<float>(), first, last);
+  });
   return {user, ad};
 }
 
@@ -134,17 +137,21 @@ std::vector<paddle::Tensor> FusedLookupGrad(const paddle::Tensor& table,
                                             const paddle::Tensor& ad_ids,
                                             const paddle::Tensor& grad_user,
                                             const paddle::Tensor& grad_ad,
-                                            const std::vector<int64_t>& widths) {
+                                            const std::vector<int64_t>& widths,
+                                            int64_t threads) {
   const Batch b = batch_of(table, static_ids, sequence_ids, lengths, ad_ids, widths);
-  auto grad_table = paddle::full({table.shape()[0], b.dim}, 0.0, table.dtype(), table.place());
-  add_row_grads(b, grad_user.data<float>(), grad_ad.data<float>(), grad_table.data<float>());
+  auto grad_table = paddle::empty({table.shape()[0], b.dim}, table.dtype(), table.place());
+  split_over_threads(table.shape()[0], threads, 1, [&](int64_t lo, int64_t hi) {
+    add_row_grads(b, grad_user.data<float>(), grad_ad.data<float>(), grad_table.data<float>(),
+                  lo, hi);
+  });
   return {grad_table};
 }
 
 std::vector<std::vector<int64_t>> FusedLookupShape(
     const std::vector<int64_t>& table, const std::vector<int64_t>& static_ids,
     const std::vector<int64_t>& sequence_ids, const std::vector<int64_t>& lengths,
-    const std::vector<int64_t>& ad_ids, const std::vector<int64_t>& widths) {
+    const std::vector<int64_t>& ad_ids, const std::vector<int64_t>& widths, int64_t) {
   const int64_t user_fields = static_ids[1] + static_cast<int64_t>(widths.size());
   return {{static_ids[0], user_fields, table[1]}, {ad_ids[0], ad_ids[1], table[1]}};
 }
@@ -158,7 +165,7 @@ std::vector<paddle::DataType> FusedLookupDtype(paddle::DataType table, paddle::D
 PD_BUILD_OP(metaheac_fused_lookup)
     .Inputs({"Table", "StaticIds", "SequenceIds", "Lengths", "AdIds"})
     .Outputs({"User", "Ad"})
-    .Attrs({"widths: std::vector<int64_t>"})
+    .Attrs({"widths: std::vector<int64_t>", "threads: int64_t"})
     .SetKernelFn(PD_KERNEL(FusedLookup))
     .SetInferShapeFn(PD_INFER_SHAPE(FusedLookupShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(FusedLookupDtype));
@@ -167,7 +174,7 @@ PD_BUILD_GRAD_OP(metaheac_fused_lookup)
     .Inputs({"Table", "StaticIds", "SequenceIds", "Lengths", "AdIds", paddle::Grad("User"),
              paddle::Grad("Ad")})
     .Outputs({paddle::Grad("Table")})
-    .Attrs({"widths: std::vector<int64_t>"})
+    .Attrs({"widths: std::vector<int64_t>", "threads: int64_t"})
     .SetKernelFn(PD_KERNEL(FusedLookupGrad));
 
 // The backward of gathering a task-local table: each table's block of the local table's

@@ -15,6 +15,9 @@ import paddle
 from metaheac import cpu_kernels, schema
 
 _disabled = []  # non-empty inside ``disabled()``
+# From this many rows a lookup and its gradient are split over the threads (forward by
+# batch rows, backward by table rows); below it starting threads would cost more.
+THREADED_ROWS = 256
 
 
 def applies(table, inputs):
@@ -29,8 +32,10 @@ def applies(table, inputs):
 def lookup(table, static_ids, sequence_ids, sequence_lengths, ad_ids):
     """The user fields, B x 14 x E (static, then the sequence fields' means over their
     lengths), and the ad fields, B x 6 x E, of ids that index `table`."""
+    threads = cpu_kernels.threads() if static_ids.shape[0] >= THREADED_ROWS else 1
     return cpu_kernels.module().metaheac_fused_lookup(
-        table, static_ids, sequence_ids, sequence_lengths, ad_ids, list(schema.SEQUENCE_WIDTHS))
+        table, static_ids, sequence_ids, sequence_lengths, ad_ids, list(schema.SEQUENCE_WIDTHS),
+        threads)
 
 
 def add_rows(table_grads, local_grad, rows):

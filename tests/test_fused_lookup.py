@@ -56,7 +56,11 @@ def test_the_kernel_is_built_here():
     assert cpu_kernels.module() is not None
 
 
-def test_lookup_and_its_gradient_match_numpy(rng):
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_lookup_and_its_gradient_match_numpy(rng, monkeypatch, threads):
+    # On 3 threads the forward splits 30 batch rows and the backward 9 table rows.
+    monkeypatch.setenv("MKL_NUM_THREADS", threads)
+    monkeypatch.setattr(fused_lookup, "THREADED_ROWS", 0)
     table = rng.normal(size=(9, 5)).astype("float32")
     inputs = local_inputs(rng, 30, 9)
     grad_user = rng.normal(size=(30, schema.USER_FIELDS, 5)).astype("float32")
