@@ -74,8 +74,9 @@ def _load(directory):
         return module
     except Exception as error:  # noqa: BLE001  (any failure to build leaves Paddle's ops)
         reason = str(error).strip().splitlines()
+        reason = reason[-1] if reason else type(error).__name__
         warnings.warn("the C++ kernels (%s) could not be built: %s; using Paddle's slower ops "
-                      "instead" % (", ".join(SOURCES), reason[-1] if reason else type(error).__name__))
+                      "instead" % (", ".join(SOURCES), reason))
         return None
 
 

@@ -79,6 +79,8 @@ void FusedAdam(std::vector<paddle::Tensor>& params, const std::vector<paddle::Te
   check_float32_cpu(grads, "gradient");
   check_float32_cpu(moment1, "moment");
   check_float32_cpu(moment2, "moment");
+  check_float32_cpu(beta1_pow, "power of beta");
+  check_float32_cpu(beta2_pow, "power of beta");
   check_float32_cpu(learning_rates, "learning rate");
   std::vector<AdamSpan> spans;
   std::vector<int64_t> sizes;

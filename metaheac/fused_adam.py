@@ -6,11 +6,11 @@ multi-tensor Adam does that on one thread: on the CPU it was most of a small-bat
 meta-step. ``Adam`` is ``paddle.optimizer.Adam``, with its arguments, its gradient
 clipping and weight decay, its state and its checkpoint entries; only the last part of a
 multi-tensor step, the update itself, runs ``fused_adam.cc`` over all parameters on
-``cpu_kernels.threads()`` threads (the formula of Paddle's CPU kernel, in its order: results agree
-to float rounding, tests/test_fused_adam.py). ``clear_grad`` zeroes the gradients the
-same way. Paddle's own update runs instead off the CPU, for other dtypes, with
-``use_multi_tensor=False``, AMSGrad, lazy mode, mixed precision, parameter groups, a
-loss scaler's skipped steps, and where the kernels cannot be built.
+``cpu_kernels.threads()`` threads (the formula of Paddle's CPU kernel, in its order;
+results agree to float rounding, tests/test_fused_adam.py). ``clear_grad`` zeroes the
+gradients the same way. Paddle's own update runs instead off the CPU, for other dtypes,
+with ``use_multi_tensor=False``, AMSGrad, lazy mode, mixed precision, parameter groups,
+a loss scaler's skipped steps, and where the kernels cannot be built.
 """
 import paddle
 
@@ -47,7 +47,6 @@ class Adam(paddle.optimizer.Adam):
         if grads is None:
             return super().clear_grad(set_to_zero)
         cpu_kernels.module().metaheac_fill_zeros(grads, _threads_for(grads))
-        return None
 
     def _fused_pairs(self, parameters_and_grads):
         """The (parameter, gradient) pairs to update, if the kernel computes this update."""

@@ -78,7 +78,8 @@ CLONED void add_row_grads(const Batch& b, const float* grad_user, const float* g
   };
   for (int64_t r = 0; r < b.batch; ++r) {
     const float* in = grad_user + r * b.user_fields() * d;
-    for (int64_t i = 0; i < b.n_static; ++i) add(b.static_ids[r * b.n_static + i], in + i * d, 1.0f);
+    for (int64_t i = 0; i < b.n_static; ++i)
+      add(b.static_ids[r * b.n_static + i], in + i * d, 1.0f);
     in += b.n_static * d;
     const int64_t* ids = b.sequence_ids + r * b.sequence_columns;
     for (size_t f = 0; f < b.widths.size(); ++f) {
