@@ -43,9 +43,15 @@ class Adam(paddle.optimizer.Adam):
         return None
 
     def clear_grad(self, set_to_zero=True):
-        grads = self._fused_gradients() if set_to_zero else None
-        if grads is None:
+        params = self._zeroable_parameters() if set_to_zero else None
+        if params is None:
             return super().clear_grad(set_to_zero)
+        # The kernel indexes raw memory: a strided gradient is zeroed by Paddle. Detached
+        # views share the gradients' memory (see above).
+        for p in params:
+            if not p.grad.is_contiguous():
+                p.clear_gradient(True)
+        grads = [p.grad.detach() for p in params if p.grad.is_contiguous()]
         cpu_kernels.module().metaheac_fill_zeros(grads, _threads_for(grads))
 
     def _fused_pairs(self, parameters_and_grads):
@@ -62,19 +68,13 @@ class Adam(paddle.optimizer.Adam):
             return None
         return pairs
 
-    def _fused_gradients(self):
-        """The gradients to zero, as detached views (see above), if the kernel can zero
-        them all; a strided one is zeroed here, by Paddle."""
+    def _zeroable_parameters(self):
+        """The parameters with a gradient, if the kernel can clear them all."""
         if (cpu_kernels.module() is None or not self._parameter_list
                 or isinstance(self._parameter_list[0], dict)):
             return None
         params = [p for p in self._parameter_list if not p.stop_gradient and p.grad is not None]
-        if not all(_cpu_float32(p.grad) for p in params):
-            return None
-        for p in params:
-            if not p.grad.is_contiguous():
-                p.clear_gradient(True)
-        return [p.grad.detach() for p in params if p.grad.is_contiguous()]
+        return params if all(_cpu_float32(p.grad) for p in params) else None
 
 
 def _cpu_float32(tensor):

@@ -5,8 +5,10 @@ is three embedding lookups, a batched product pooling the sequence fields and a
 concatenation: on the CPU they and their gradients take two to four times as long as
 this kernel, which gathers, pools and scatters the rows in one pass (tools/bench.py
 prints the step with each). It computes the same sums in another order, so results agree to
-float rounding (tests/test_fused_lookup.py). ``metaheac/cpu_kernels.py`` builds it; where
-it cannot be built, and off the CPU, the forward pass keeps Paddle's ops.
+float rounding (tests/test_fused_lookup.py). ``add_rows`` is the backward of gathering
+that local table from the full ones (``maml.gather_local``), in one call per task.
+``metaheac/cpu_kernels.py`` builds both; where they cannot be built, and off the CPU, the
+network keeps Paddle's ops.
 """
 import contextlib
 
@@ -58,7 +60,7 @@ def add_rows(table_grads, local_grad, rows):
 
 @contextlib.contextmanager
 def disabled():
-    """Paddle's ops in place of the kernel within the block, to compare the two."""
+    """Paddle's ops in place of the lookup and ``add_rows`` within the block, to compare."""
     _disabled.append(True)
     try:
         yield

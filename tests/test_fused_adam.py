@@ -4,6 +4,9 @@ import numpy as np
 import paddle
 import pytest
 
+import maml
+import net
+from conftest import SMALL_MAX_IDXS, random_inputs
 from metaheac import cpu_kernels, fused_adam
 
 BETA1, BETA2, EPSILON = 0.9, 0.999, 1e-8
@@ -200,3 +203,18 @@ def test_weight_decay_and_clipping_are_paddles_and_other_settings_paddles_update
             np.testing.assert_allclose(ours, paddles, rtol=1e-6, atol=1e-7)
         else:
             np.testing.assert_array_equal(ours, paddles)
+
+
+def test_clear_grad_zeroes_fine_tunings_strided_gradient(rng):
+    """A campaign's copy of the experts' first layer gets its gradient through a transposed
+    view, strided: the kernel, which indexes raw memory, leaves it to Paddle to zero."""
+    model = net.MetaHeacNet(SMALL_MAX_IDXS, 5, [12], num_expert=3, num_output=2)
+    local, (inputs,) = maml.localize(model, model.weights(), [random_inputs(rng, 20)])
+    weights = maml.leaf_copies(local)
+    optimizer = fused_adam.Adam(learning_rate=0.01, parameters=list(weights.values()),
+                                use_multi_tensor=True)
+    labels = paddle.to_tensor((rng.random(20) < 0.4).astype("float32"))
+    maml.bce(model(*inputs, weights=weights), labels).backward()
+    assert not weights["expert_w0"].grad.is_contiguous()
+    optimizer.clear_grad()
+    assert all(not w.grad.numpy().any() for w in weights.values())
