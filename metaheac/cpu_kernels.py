@@ -34,6 +34,12 @@ COMPILE_FLAGS = ["-O3", "-ffp-contract=off"]
 _loaded = {}
 
 
+def dense_float32_on_cpu(tensor):
+    """Whether a kernel may index `tensor`'s memory as float32 values on the CPU."""
+    return (tensor.place.is_cpu_place() and tensor.dtype == paddle.float32
+            and tensor.is_dense())
+
+
 def threads():
     """The threads a kernel splits its work over: the cores the matrix products are given
     (``MKL_NUM_THREADS``, set per process by tools/utils/cpu.py), else every core."""

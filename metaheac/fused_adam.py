@@ -64,7 +64,8 @@ class Adam(paddle.optimizer.Adam):
                 and cpu_kernels.module() is not None):
             return None
         pairs = [(p, g) for p, g in parameters_and_grads if g is not None and not p.stop_gradient]
-        if not all(_cpu_float32(p) and p.is_contiguous() and _cpu_float32(g) for p, g in pairs):
+        if not all(cpu_kernels.dense_float32_on_cpu(p) and p.is_contiguous()
+                   and cpu_kernels.dense_float32_on_cpu(g) for p, g in pairs):
             return None
         return pairs
 
@@ -74,12 +75,7 @@ class Adam(paddle.optimizer.Adam):
                 or isinstance(self._parameter_list[0], dict)):
             return None
         params = [p for p in self._parameter_list if not p.stop_gradient and p.grad is not None]
-        return params if all(_cpu_float32(p.grad) for p in params) else None
-
-
-def _cpu_float32(tensor):
-    return (tensor.place.is_cpu_place() and tensor.dtype == paddle.float32
-            and tensor.is_dense())
+        return params if all(cpu_kernels.dense_float32_on_cpu(p.grad) for p in params) else None
 
 
 def _threads_for(tensors):

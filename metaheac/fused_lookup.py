@@ -47,8 +47,7 @@ def add_rows(table_grads, local_grad, rows):
     Returns whether it did."""
     tensors = list(table_grads) + [local_grad]
     if not (not _disabled and paddle.in_dynamic_mode()
-            and all(t.place.is_cpu_place() and t.dtype == paddle.float32 and t.is_contiguous()
-                    for t in tensors)
+            and all(cpu_kernels.dense_float32_on_cpu(t) and t.is_contiguous() for t in tensors)
             and all(r.place.is_cpu_place() and r.dtype == paddle.int64 for r in rows)
             and cpu_kernels.module() is not None):
         return False

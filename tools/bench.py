@@ -105,8 +105,8 @@ class MetaStepRow:
     products: float
     lookups: float
     kernel_ceiling: Optional[float]
-    # Median seconds per meta-step of ours with Paddle's lookups and pooling in place of the
-    # fused lookup kernel (None where that is not built).
+    # Median seconds per meta-step of ours with Paddle's lookups, pooling and gradient adds in
+    # place of the fused lookup kernel (None where that is not built).
     unfused: Optional[float] = None
 
 
@@ -947,7 +947,8 @@ def render(report):
                   "own (best of 5) with nothing else run; the ceiling from them is the full-table "
                   "seconds over their sum plus the optimizer step: the floor of these kernels for "
                   "what the exact maths computes. Ours with Paddle's lookups: the same step with "
-                  "Paddle's lookups and pooling product in place of the fused kernel." % (
+                  "Paddle's lookups, pooling product and gather/scatter gradient adds in place "
+                  "of the fused lookup kernel." % (
                       "{:,}".format(r.parameters), 28 * r.parameters / 1e6)]
     lines += _floor_lines(m.rows, r.matmul_gflops)
     lines += _task_batching_lines(m.task_batching, hp["task_count"])
@@ -981,8 +982,8 @@ def render(report):
 
 
 def _floor_lines(rows, matmul_gflops):
-    """What the kernels timed alone allow: the share of the matmul rate and the speed-up
-    our step would reach if it took only them (the targets' measured floor)."""
+    """What the kernels timed alone allow: the share of the matmul rate our step would
+    reach if it took only them and its optimizer step (the targets' measured floor)."""
     lines = ["", "## The floor: the step's kernels timed alone", "",
              "| batch | products alone GFLOP/s (% of matmul rate) | products + lookups + "
              "optimizer s | % of matmul rate at that floor | ours: % of that floor's rate |",
